@@ -1,0 +1,208 @@
+//! The command line: `run`, `check`, `explain`, `demo`.
+//!
+//! Exit codes: 0 ok, 1 invalid config or runtime failure, 2 usage error (clap's).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+use crate::config::{self, ConfigErrors};
+use crate::logging::{self, LogFormat};
+use crate::proxy::Proxy;
+use crate::reload::{self, Reloader};
+use crate::routing::RequestView;
+use crate::server::{self, ServerSettings};
+use crate::shutdown;
+use crate::snapshot::{LiveConfig, Snapshot};
+use crate::upstream::Clients;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "graygate",
+    version,
+    about = "Gray-release gateway: an ordered, hot-reloaded TOML rule chain in front of blue, green and canary pools"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file; `graygate --config PATH` is `graygate run --config PATH`.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve traffic.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 if valid, 1 with every error on stderr.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print, as JSON, the decision for one request: pool, rule, bucket, and why each
+    /// rule before the winner did not match.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A request header, `name: value`; repeat for more.
+        #[arg(short = 'H', long = "header", value_parser = parse_header)]
+        headers: Vec<(HeaderName, HeaderValue)>,
+        /// The request path, with its query string if any.
+        #[arg(long, default_value = "/")]
+        path: String,
+    },
+    /// Run the built-in demo: three in-process upstreams and the gateway in front.
+    Demo {
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::Check { config }), _) => check(&config),
+        (
+            Some(Command::Explain {
+                config,
+                headers,
+                path,
+            }),
+            _,
+        ) => explain(&config, headers, &path),
+        (Some(Command::Run { config }), _) | (None, Some(config)) => {
+            logging::init(cli.log_format);
+            run(config)
+        }
+        (Some(Command::Demo { listen }), _) => {
+            logging::init(cli.log_format);
+            with_runtime(0, crate::demo::run(listen))
+        }
+        (None, None) => {
+            let _ = Cli::command().print_help();
+            eprintln!("\nerror: give a command, or --config PATH to run");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &Path, clients: &Clients) -> Result<Snapshot, ExitCode> {
+    config::load(path, clients).map_err(|errors| {
+        report(&errors);
+        ExitCode::from(1)
+    })
+}
+
+fn report(errors: &ConfigErrors) {
+    eprintln!("{errors}");
+    let n = errors.0.len();
+    eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path, &Clients::new()) {
+        Ok(snapshot) => {
+            println!(
+                "{}: ok ({} pools, {} rules)",
+                path.display(),
+                snapshot.pools.len(),
+                snapshot.chain.rules().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn explain(path: &Path, headers: Vec<(HeaderName, HeaderValue)>, path_and_query: &str) -> ExitCode {
+    let snapshot = match load(path, &Clients::new()) {
+        Ok(snapshot) => snapshot,
+        Err(code) => return code,
+    };
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(name, value);
+    }
+    let query = path_and_query.split_once('?').map(|(_, q)| q);
+    let explanation = snapshot
+        .chain
+        .explain(RequestView::new(&map, query), &mut fastrand::f64);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&explanation).expect("serializable")
+    );
+    ExitCode::SUCCESS
+}
+
+fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = text.split_once(':').ok_or("expected `name: value`")?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("bad header name `{}`", name.trim()))?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| "bad header value".to_string())?;
+    Ok((name, value))
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let clients = Arc::new(Clients::new());
+    let snapshot = match load(&path, &clients) {
+        Ok(snapshot) => snapshot,
+        Err(code) => return code,
+    };
+    let workers = snapshot.file.server.workers;
+    with_runtime(workers, async move {
+        let listen = snapshot.file.server.listen;
+        let settings = ServerSettings::from_config(&snapshot.file);
+        let listener = match TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                error!(%listen, error = %err, "cannot listen");
+                return ExitCode::from(1);
+            }
+        };
+        let live = Arc::new(LiveConfig::new(snapshot));
+        let reloader = Arc::new(Reloader::new(path, Arc::clone(&live), clients));
+        let (trigger, shutdown) = shutdown::channel();
+        match (shutdown::on_signals(trigger), reload::on_sighup(reloader)) {
+            (Ok(signals), Ok(hangups)) => {
+                tokio::spawn(signals);
+                tokio::spawn(hangups);
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                error!(error = %err, "cannot install signal handlers");
+                return ExitCode::from(1);
+            }
+        }
+        info!(listen = %listener.local_addr().unwrap_or(listen), "graygate serving");
+        server::serve(listener, Arc::new(Proxy::new(live)), settings, shutdown).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Builds the multi-threaded runtime with `workers` threads (0: one per core) and
+/// runs `main` on it.
+fn with_runtime(workers: usize, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(main),
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! Validation and compilation in one pass: every check that can fail records an error
+//! with its key path and goes on, so one run reports every problem; the snapshot is
+//! built only when there were none.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{HeaderName, HeaderValue};
+
+use super::error::{ConfigError, ConfigErrors, KeyPath};
+use super::locate::Locator;
+use super::model::{self, ConfigFile, Text};
+use super::Source;
+use crate::routing::{self, Chain, Condition, HeaderTest, KeySet, PoolId, Sources, UaClassifier};
+use crate::snapshot::{Origin, Settings, Snapshot};
+use crate::upstream::{parse_endpoint, Balancer, Clients, Endpoint, Pool};
+
+/// hyper refuses a smaller read buffer, and real clients send more than this.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// HTTP/2 carries the header-list limit as a u32 setting.
+const MAX_HEADER_BYTES: usize = 16 * 1024 * 1024;
+/// Bounds the memory one regex may compile into.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Validates `file` and compiles it into a runtime snapshot, or returns every error.
+pub fn compile(
+    file: ConfigFile,
+    source: &Source,
+    clients: &Clients,
+) -> Result<Snapshot, ConfigErrors> {
+    let mut compiler = Compiler {
+        source,
+        errors: Vec::new(),
+    };
+    let snapshot = compiler.snapshot(&file, clients);
+    if !compiler.errors.is_empty() {
+        let locator = Locator::new(&source.text);
+        let mut errors: Vec<ConfigError> = compiler
+            .errors
+            .into_iter()
+            .map(|(path, message)| {
+                let offset = locator.offset_of(&path);
+                ConfigError::located(&source.path, &locator, offset, Some(path), message)
+            })
+            .collect();
+        errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+        return Err(ConfigErrors(errors));
+    }
+    Ok(snapshot.expect("no errors means every part compiled"))
+}
+
+struct Compiler<'s> {
+    source: &'s Source,
+    errors: Vec<(KeyPath, String)>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, path: KeyPath, message: impl Display) {
+        self.errors.push((path, message.to_string()));
+    }
+
+    fn snapshot(&mut self, file: &ConfigFile, clients: &Clients) -> Option<Snapshot> {
+        self.server(&file.server);
+        self.limits(&file.limits);
+        let pools = self.pools(file, clients);
+        let pool_ids: HashMap<&str, PoolId> = file
+            .pools
+            .keys()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), PoolId(i)))
+            .collect();
+        let routing = KeyPath::root().key("routing");
+        let stable = self.pool_ref(&pool_ids, &file.routing.stable, routing.key("stable"));
+        let sources = Sources {
+            user_key: self.source(file.routing.user_key.as_ref(), routing.key("user_key")),
+            city: self.source(file.routing.city.as_ref(), routing.key("city")),
+            channel: self.source(file.routing.channel.as_ref(), routing.key("channel")),
+        };
+        let ua = self.ua_classes(&file.routing.ua_classes, routing.key("ua_classes"));
+        let mut watched = vec![self.source.path.clone()];
+        let rules = self.rules(file, &pool_ids, &sources, &ua, &mut watched);
+
+        let (pools, stable, rules, ua) = (pools?, stable?, rules?, ua?);
+        let rule_headers = rules
+            .iter()
+            .map(|r| {
+                HeaderValue::from_str(&r.name).expect("rule names are validated as header values")
+            })
+            .collect();
+        let pool_names = file.pools.keys().map(|n| n.as_str().into()).collect();
+        Some(Snapshot {
+            chain: Chain::new(rules, stable, sources, ua, pool_names),
+            pools,
+            rule_headers,
+            settings: Settings {
+                decision_headers: file.routing.decision_headers,
+                fallback: file.routing.fallback,
+                request_timeout: file.limits.request_timeout,
+                max_body_bytes: file.limits.max_body_bytes,
+            },
+            file: file.clone(),
+            origin: Origin {
+                files: watched,
+                loaded_at: SystemTime::now(),
+            },
+        })
+    }
+
+    fn server(&mut self, server: &model::Server) {
+        let path = KeyPath::root().key("server");
+        if server.listen == server.admin_listen && server.listen.port() != 0 {
+            self.error(path.key("admin_listen"), "must differ from server.listen");
+        }
+        if server.workers > 1024 {
+            self.error(
+                path.key("workers"),
+                format!("{} is too many; use 0 for one per core", server.workers),
+            );
+        }
+    }
+
+    fn limits(&mut self, limits: &model::Limits) {
+        let path = KeyPath::root().key("limits");
+        for (key, value) in [
+            ("header_read_timeout", limits.header_read_timeout),
+            ("request_timeout", limits.request_timeout),
+        ] {
+            if value.is_zero() {
+                self.error(path.key(key), "must be greater than 0");
+            }
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&limits.max_header_bytes) {
+            self.error(
+                path.key("max_header_bytes"),
+                format!(
+                    "must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}, got {}",
+                    limits.max_header_bytes
+                ),
+            );
+        }
+        if limits.max_connections == 0 {
+            self.error(path.key("max_connections"), "must be at least 1");
+        }
+    }
+
+    fn pools(&mut self, file: &ConfigFile, clients: &Clients) -> Option<Vec<Pool>> {
+        let root = KeyPath::root().key("pools");
+        if file.pools.is_empty() {
+            self.error(root.clone(), "at least one pool is required");
+        }
+        let mut pools = Vec::new();
+        let mut ok = true;
+        for (name, pool) in &file.pools {
+            let path = root.key(name);
+            if let Err(why) = check_name(name) {
+                self.error(path.clone(), format!("pool name {why}"));
+                ok = false;
+            }
+            if pool.endpoints.is_empty() {
+                self.error(path.key("endpoints"), "a pool needs at least one endpoint");
+                ok = false;
+            }
+            if pool.connect_timeout.is_zero() {
+                self.error(path.key("connect_timeout"), "must be greater than 0");
+                ok = false;
+            }
+            let mut endpoints = Vec::new();
+            let mut seen = BTreeSet::new();
+            for (i, address) in pool.endpoints.iter().enumerate() {
+                match parse_endpoint(address) {
+                    Ok(authority) if !seen.insert(authority.as_str().to_ascii_lowercase()) => {
+                        self.error(
+                            path.key("endpoints").index(i),
+                            format!("`{address}` is listed twice"),
+                        );
+                        ok = false;
+                    }
+                    Ok(authority) => endpoints.push(Arc::new(Endpoint::new(address, authority))),
+                    Err(why) => {
+                        self.error(
+                            path.key("endpoints").index(i),
+                            format!("`{address}`: {why}"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            pools.push(Pool {
+                name: name.as_str().into(),
+                version: pool.version.as_deref().map(Into::into),
+                endpoints,
+                balancer: Balancer::new(pool.lb),
+                client: clients.get(pool.connect_timeout),
+                name_header: HeaderValue::from_str(name).expect("pool names are validated"),
+            });
+        }
+        ok.then_some(pools)
+    }
+
+    fn pool_ref(
+        &mut self,
+        pools: &HashMap<&str, PoolId>,
+        name: &str,
+        path: KeyPath,
+    ) -> Option<PoolId> {
+        let id = pools.get(name).copied();
+        if id.is_none() {
+            let mut known: Vec<&str> = pools.keys().copied().collect();
+            known.sort();
+            self.error(
+                path,
+                format!("unknown pool `{name}`; defined pools: {}", known.join(", ")),
+            );
+        }
+        id
+    }
+
+    fn source(
+        &mut self,
+        source: Option<&model::ValueSource>,
+        path: KeyPath,
+    ) -> Option<routing::ValueSource> {
+        let source = source?;
+        let given = [&source.header, &source.cookie, &source.query]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if given != 1 {
+            self.error(path, "give exactly one of `header`, `cookie` or `query`");
+            return None;
+        }
+        let (kind, name) = match (&source.header, &source.cookie, &source.query) {
+            (Some(name), _, _) => ("header", name),
+            (_, Some(name), _) => ("cookie", name),
+            (_, _, Some(name)) => ("query", name),
+            _ => unreachable!("exactly one is set"),
+        };
+        if name.is_empty() {
+            self.error(path.key(kind), "the name is empty");
+            return None;
+        }
+        match kind {
+            "header" => match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) => Some(routing::ValueSource::Header(name)),
+                Err(_) => {
+                    self.error(
+                        path.key(kind),
+                        format!("`{name}` is not a valid header name"),
+                    );
+                    None
+                }
+            },
+            "cookie" => Some(routing::ValueSource::Cookie(name.as_str().into())),
+            _ => Some(routing::ValueSource::Query(name.as_str().into())),
+        }
+    }
+
+    fn ua_classes(&mut self, classes: &[model::UaClass], path: KeyPath) -> Option<UaClassifier> {
+        let mut ok = true;
+        if classes.len() > routing::MAX_UA_CLASSES {
+            self.error(
+                path.clone(),
+                format!("at most {} classes", routing::MAX_UA_CLASSES),
+            );
+            ok = false;
+        }
+        let mut names = BTreeSet::new();
+        for (i, class) in classes.iter().enumerate() {
+            let path = path.index(i);
+            if let Err(why) = check_name(&class.name) {
+                self.error(path.key("name"), format!("class name {why}"));
+                ok = false;
+            } else if !names.insert(class.name.as_str()) {
+                self.error(
+                    path.key("name"),
+                    format!("class `{}` is defined twice", class.name),
+                );
+                ok = false;
+            }
+            if class.contains.is_empty() {
+                self.error(path.key("contains"), "give at least one substring");
+                ok = false;
+            }
+            for (j, pattern) in class.contains.iter().enumerate() {
+                if pattern.is_empty() {
+                    self.error(
+                        path.key("contains").index(j),
+                        "an empty substring matches every User-Agent",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        match UaClassifier::new(
+            classes
+                .iter()
+                .map(|c| (c.name.as_str(), c.contains.as_slice())),
+        ) {
+            Ok(classifier) => Some(classifier),
+            Err(err) => {
+                self.error(path, format!("cannot build the matcher: {err}"));
+                None
+            }
+        }
+    }
+
+    fn rules(
+        &mut self,
+        file: &ConfigFile,
+        pools: &HashMap<&str, PoolId>,
+        sources: &Sources,
+        ua: &Option<UaClassifier>,
+        watched: &mut Vec<PathBuf>,
+    ) -> Option<Vec<routing::Rule>> {
+        let mut rules = Vec::new();
+        let mut ok = true;
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, rule) in file.rules.iter().enumerate() {
+            let path = KeyPath::root().key("rules").index(i);
+            if let Err(why) = check_name(&rule.name) {
+                self.error(path.key("name"), format!("rule name {why}"));
+                ok = false;
+            } else if let Some(first) = names.insert(&rule.name, i) {
+                self.error(
+                    path.key("name"),
+                    format!("rule `{}` is already defined at rules[{first}]", rule.name),
+                );
+                ok = false;
+            }
+            let pool = self.pool_ref(pools, &rule.to, path.key("to"));
+            let conditions =
+                self.conditions(&rule.conditions, path.key("match"), sources, ua, watched);
+            match (pool, conditions) {
+                (Some(pool), Some(conditions)) => rules.push(routing::Rule {
+                    name: rule.name.as_str().into(),
+                    conditions,
+                    pool,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(rules)
+    }
+
+    /// The conditions of one rule, in a fixed order: the cheap, selective tests first,
+    /// the random draw last, so a rule that fails early never spends a draw.
+    fn conditions(
+        &mut self,
+        m: &model::Match,
+        path: KeyPath,
+        sources: &Sources,
+        ua: &Option<UaClassifier>,
+        watched: &mut Vec<PathBuf>,
+    ) -> Option<Vec<Condition>> {
+        let errors_before = self.errors.len();
+        let mut conditions = Vec::new();
+
+        if let Some(header) = &m.header {
+            conditions.extend(self.header(header, path.key("header")));
+        }
+        if m.whitelist.is_some() || m.whitelist_file.is_some() {
+            self.requires(
+                sources.user_key.is_some(),
+                &path,
+                "whitelist",
+                "routing.user_key",
+            );
+            let mut set = KeySet::new();
+            if let Some(list) = &m.whitelist {
+                if list.is_empty() && m.whitelist_file.is_none() {
+                    self.error(path.key("whitelist"), "an empty whitelist never matches");
+                }
+                self.key_set(list, path.key("whitelist"), &mut set);
+            }
+            if let Some(file) = &m.whitelist_file {
+                let resolved = self.source.base_dir().join(file);
+                self.whitelist_file(&resolved, path.key("whitelist_file"), &mut set);
+                watched.push(resolved);
+            }
+            conditions.push(Condition::Whitelist(set));
+        }
+        if let Some(cities) = &m.city {
+            self.requires(sources.city.is_some(), &path, "city", "routing.city");
+            conditions.push(Condition::City(
+                self.non_empty_set(cities, path.key("city")),
+            ));
+        }
+        if let Some(channels) = &m.channel {
+            self.requires(
+                sources.channel.is_some(),
+                &path,
+                "channel",
+                "routing.channel",
+            );
+            conditions.push(Condition::Channel(
+                self.non_empty_set(channels, path.key("channel")),
+            ));
+        }
+        if let Some(classes) = &m.ua {
+            conditions.extend(self.ua_condition(classes, path.key("ua"), ua));
+        }
+        if let Some(permille) = m.permille {
+            self.requires(
+                sources.user_key.is_some(),
+                &path,
+                "permille",
+                "routing.user_key",
+            );
+            if !(0..=1000).contains(&permille) {
+                self.error(
+                    path.key("permille"),
+                    format!("must be between 0 and 1000, got {permille}"),
+                );
+            }
+            let salt = m.salt.as_deref().unwrap_or("").as_bytes().into();
+            conditions.push(Condition::Permille {
+                permille: permille.clamp(0, 1000) as u16,
+                salt,
+            });
+        } else if m.salt.is_some() {
+            self.error(
+                path.key("salt"),
+                "`salt` only applies together with `permille`",
+            );
+        }
+        if let Some(rate) = m.rate {
+            if !(0.0..=1.0).contains(&rate) {
+                self.error(
+                    path.key("rate"),
+                    format!("must be between 0 and 1, got {rate}"),
+                );
+            }
+            conditions.push(Condition::Rate(rate));
+        }
+        if conditions.is_empty() && self.errors.len() == errors_before {
+            self.error(path, "a rule needs at least one condition; to send all traffic to a pool, set routing.stable");
+        }
+        (self.errors.len() == errors_before).then_some(conditions)
+    }
+
+    fn requires(&mut self, present: bool, path: &KeyPath, key: &str, setting: &str) {
+        if !present {
+            self.error(
+                path.key(key),
+                format!("needs `{setting}` to say where the value is read from"),
+            );
+        }
+    }
+
+    fn header(&mut self, header: &model::HeaderMatch, path: KeyPath) -> Option<Condition> {
+        let name = match HeaderName::from_bytes(header.name.as_bytes()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                self.error(
+                    path.key("name"),
+                    format!("`{}` is not a valid header name", header.name),
+                );
+                None
+            }
+        };
+        let given = [
+            header.exact.is_some(),
+            header.prefix.is_some(),
+            header.regex.is_some(),
+            header.present.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            self.error(
+                path,
+                "give exactly one of `exact`, `prefix`, `regex` or `present`",
+            );
+            return None;
+        }
+        let test = if let Some(exact) = &header.exact {
+            self.header_bytes(exact, path.key("exact"))
+                .map(HeaderTest::Exact)
+        } else if let Some(prefix) = &header.prefix {
+            self.header_bytes(prefix, path.key("prefix"))
+                .map(HeaderTest::Prefix)
+        } else if let Some(pattern) = &header.regex {
+            match regex::bytes::RegexBuilder::new(pattern)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+            {
+                Ok(re) => Some(HeaderTest::Regex(re)),
+                Err(err) => {
+                    let first_line = err
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    self.error(
+                        path.key("regex"),
+                        format!("invalid regex `{pattern}`: {first_line}"),
+                    );
+                    None
+                }
+            }
+        } else {
+            header.present.map(HeaderTest::Present)
+        };
+        Some(Condition::Header {
+            name: name?,
+            test: test?,
+        })
+    }
+
+    /// A value to compare header bytes with; one that no header can carry would
+    /// silently never match.
+    fn header_bytes(&mut self, value: &str, path: KeyPath) -> Option<Box<[u8]>> {
+        if HeaderValue::from_str(value).is_err() {
+            self.error(path, format!("{value:?} cannot appear in a header value"));
+            return None;
+        }
+        Some(value.as_bytes().into())
+    }
+
+    fn key_set(&mut self, values: &[Text], path: KeyPath, set: &mut KeySet) {
+        for (i, value) in values.iter().enumerate() {
+            let text = value.to_string();
+            if text.is_empty() {
+                self.error(path.index(i), "an empty value never matches");
+            } else {
+                set.insert(text.into_bytes().into_boxed_slice());
+            }
+        }
+    }
+
+    fn non_empty_set(&mut self, values: &[Text], path: KeyPath) -> KeySet {
+        if values.is_empty() {
+            self.error(path.clone(), "an empty list never matches");
+        }
+        let mut set = KeySet::new();
+        self.key_set(values, path, &mut set);
+        set
+    }
+
+    /// One key a line; blank lines and `#` comments are skipped.
+    fn whitelist_file(&mut self, file: &Path, path: KeyPath, set: &mut KeySet) {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                for line in text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                {
+                    set.insert(line.as_bytes().into());
+                }
+            }
+            Err(err) => self.error(path, format!("cannot read {}: {err}", file.display())),
+        }
+    }
+
+    fn ua_condition(
+        &mut self,
+        classes: &[String],
+        path: KeyPath,
+        ua: &Option<UaClassifier>,
+    ) -> Option<Condition> {
+        if classes.is_empty() {
+            self.error(path.clone(), "an empty list never matches");
+        }
+        let ua = ua.as_ref()?;
+        let mut mask = 0u64;
+        for (i, class) in classes.iter().enumerate() {
+            match ua.id(class) {
+                Some(id) => mask |= 1u64 << id,
+                None if ua.is_empty() => self.error(
+                    path.index(i),
+                    format!(
+                        "UA class `{class}` is not defined; define it in [[routing.ua_classes]]"
+                    ),
+                ),
+                None => self.error(
+                    path.index(i),
+                    format!("UA class `{class}` is not defined in routing.ua_classes"),
+                ),
+            }
+        }
+        Some(Condition::Ua(mask))
+    }
+}
+
+/// Pool, rule and class names become metric labels and header values: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > 128 {
+        return Err("is longer than 128 characters".into());
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
+    {
+        Some(c) => Err(format!(
+            "`{name}` has {c:?}; use letters, digits and - _ . : /"
+        )),
+        None => Ok(()),
+    }
+}

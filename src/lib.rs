@@ -1,0 +1,17 @@
+//! graygate: an L7 reverse proxy for gray releases.
+//!
+//! A pure decision core ([`routing`]) sits inside an I/O shell: [`config`] turns
+//! TOML into an immutable [`snapshot::Snapshot`], [`proxy`] runs one request through
+//! it, [`upstream`] holds the pools, [`server`] accepts connections.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod logging;
+pub mod proxy;
+pub mod reload;
+pub mod routing;
+pub mod server;
+pub mod shutdown;
+pub mod snapshot;
+pub mod upstream;

@@ -1,0 +1,259 @@
+//! Header rewriting between client and upstream: hop-by-hop removal in both
+//! directions, the forwarded headers, and graygate's own decision headers.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, Scheme, Uri};
+use http::Version;
+
+use super::error::GatewayError;
+use super::ClientConnection;
+use crate::routing::Decision;
+use crate::snapshot::Snapshot;
+use crate::upstream::Pool;
+
+pub const X_GRAYGATE_POOL: HeaderName = HeaderName::from_static("x-graygate-pool");
+pub const X_GRAYGATE_RULE: HeaderName = HeaderName::from_static("x-graygate-rule");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const GRAYGATE_PREFIX: &str = "x-graygate-";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the proxy-auth pair and `Trailer`, as Go's
+/// and nginx's proxies drop them). They describe one connection, never the next hop's.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection, other than the standard ones removed below; the Vec
+    // allocates only if a client lists a custom header.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            if token.is_empty() || token.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
+            if HOP_BY_HOP
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                listed.push(name);
+            }
+        }
+    }
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client request head into the upstream request head, in place.
+pub fn to_upstream(
+    head: &mut Parts,
+    endpoint: &Authority,
+    client: &ClientConnection,
+    pool: &Pool,
+    rule: &HeaderValue,
+) -> Result<(), GatewayError> {
+    let headers = &mut head.headers;
+    // The Host the client asked for: its Host header (HTTP/1.1) or :authority (HTTP/2).
+    let host = match headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => head
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    strip_hop_by_hop(headers);
+    drop_graygate_headers(headers);
+
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+        headers.insert(header::HOST, host);
+    }
+    append_forwarded_for(headers, &client.remote_ip);
+    headers.insert(X_FORWARDED_PROTO, client.scheme.clone());
+    append_via(headers, head.version);
+    headers.insert(X_GRAYGATE_POOL, pool.name_header.clone());
+    headers.insert(X_GRAYGATE_RULE, rule.clone());
+
+    let mut uri = std::mem::take(&mut head.uri).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(endpoint.clone());
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    head.uri = Uri::from_parts(uri).map_err(|_| GatewayError::Refused {
+        status: http::StatusCode::BAD_REQUEST,
+        text: "400 bad request: the request target cannot be forwarded\n",
+    })?;
+    // Upstreams speak HTTP/1.1, whatever the client spoke.
+    head.version = Version::HTTP_11;
+    Ok(())
+}
+
+/// A client must not be able to tell the upstream which pool or rule it came through.
+fn drop_graygate_headers(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|name| name.as_str().starts_with(GRAYGATE_PREFIX))
+    {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(GRAYGATE_PREFIX))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// `x-forwarded-for: <what the client sent>, <client ip>`. Repeated headers are
+/// joined first, as nginx's `$proxy_add_x_forwarded_for` does.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let joined = join_with(headers, &X_FORWARDED_FOR, ip.as_bytes());
+    headers.insert(X_FORWARDED_FOR, joined.unwrap_or_else(|| ip.clone()));
+}
+
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let ours: &'static str = match version {
+        Version::HTTP_09 => "0.9 graygate",
+        Version::HTTP_10 => "1.0 graygate",
+        Version::HTTP_2 => "2 graygate",
+        Version::HTTP_3 => "3 graygate",
+        _ => "1.1 graygate",
+    };
+    let joined = join_with(headers, &header::VIA, ours.as_bytes());
+    headers.insert(
+        header::VIA,
+        joined.unwrap_or(HeaderValue::from_static(ours)),
+    );
+}
+
+/// `<existing values joined by ", ">, <last>`, or `None` when the header is absent.
+fn join_with(headers: &HeaderMap, name: &HeaderName, last: &[u8]) -> Option<HeaderValue> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let mut joined = Vec::with_capacity(64);
+    for value in values {
+        joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(last);
+    HeaderValue::from_bytes(&joined).ok()
+}
+
+/// `x-graygate-pool` and `x-graygate-rule` on the response to the client.
+pub fn add_decision(headers: &mut HeaderMap, snapshot: &Snapshot, decision: &Decision) {
+    headers.insert(X_GRAYGATE_POOL, snapshot.pool(decision).name_header.clone());
+    headers.insert(X_GRAYGATE_RULE, snapshot.rule_header(decision).clone());
+}
+
+/// The declared body length, if any. hyper has already rejected conflicting or
+/// malformed values.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_standard_and_connection_listed_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret , close"),
+        );
+        headers.append(header::CONNECTION, HeaderValue::from_static("x-other"));
+        for name in [
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+            "proxy-connection",
+            "x-secret",
+            "x-other",
+            "x-kept",
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends_across_repeated_headers() {
+        let ip = HeaderValue::from_static("10.1.1.1");
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, &ip);
+        assert_eq!(headers[&X_FORWARDED_FOR], "10.1.1.1");
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        headers.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("5.6.7.8, 9.9.9.9"),
+        );
+        append_forwarded_for(&mut headers, &ip);
+        assert_eq!(headers.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(
+            headers[&X_FORWARDED_FOR],
+            "1.2.3.4, 5.6.7.8, 9.9.9.9, 10.1.1.1"
+        );
+    }
+
+    #[test]
+    fn graygate_headers_from_clients_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("x-graygate-pool"),
+            HeaderValue::from_static("canary"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-graygate-anything"),
+            HeaderValue::from_static("1"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-graygatex"),
+            HeaderValue::from_static("kept"),
+        );
+        drop_graygate_headers(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-graygatex"]);
+    }
+}

@@ -1,0 +1,214 @@
+//! The ordered rule chain: the first rule whose conditions all hold decides the pool;
+//! when none does, the stable pool takes the request.
+
+use std::borrow::Cow;
+
+use http::header::USER_AGENT;
+
+use super::condition::{Condition, Verdict};
+use super::request::RequestView;
+use super::source::ValueSource;
+use super::ua::{UaClassId, UaClassifier};
+
+/// Index of a pool in the snapshot's pool list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolId(pub usize);
+
+/// Index of a rule in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleId(pub usize);
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: Box<str>,
+    pub conditions: Vec<Condition>,
+    pub pool: PoolId,
+}
+
+/// Where the user key, the city and the channel are read from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub user_key: Option<ValueSource>,
+    pub city: Option<ValueSource>,
+    pub channel: Option<ValueSource>,
+}
+
+/// What the chain decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub pool: PoolId,
+    /// The matching rule, or `None` when the request fell through to the stable pool.
+    pub rule: Option<RuleId>,
+    /// The user's bucket, when a per-mille rule was evaluated.
+    pub bucket: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chain {
+    rules: Vec<Rule>,
+    stable: PoolId,
+    sources: Sources,
+    ua: UaClassifier,
+    pool_names: Vec<Box<str>>,
+}
+
+impl Chain {
+    /// Builds a chain from compiled parts. `config::compile` has checked that every
+    /// pool id is in `pool_names` and every UA bit names a class.
+    pub fn new(
+        rules: Vec<Rule>,
+        stable: PoolId,
+        sources: Sources,
+        ua: UaClassifier,
+        pool_names: Vec<Box<str>>,
+    ) -> Self {
+        debug_assert!(stable.0 < pool_names.len());
+        debug_assert!(rules.iter().all(|r| r.pool.0 < pool_names.len()));
+        Chain {
+            rules,
+            stable,
+            sources,
+            ua,
+            pool_names,
+        }
+    }
+
+    /// Runs the chain. `random` draws in `[0, 1)` for `rate` conditions; the proxy
+    /// passes `fastrand::f64`, tests pass fixed draws.
+    pub fn decide(&self, request: RequestView<'_>, random: &mut dyn FnMut() -> f64) -> Decision {
+        let mut cx = Context::new(self, request, random);
+        let rule = self.evaluate(&mut cx, |_, _, _, _| {});
+        self.decision(rule, &cx)
+    }
+
+    /// Runs the chain and reports every condition it evaluated, in order, calling
+    /// `observe(rule, condition index, verdict, context)` for each. Both `decide` and
+    /// `explain` go through here, so an explanation cannot disagree with a decision.
+    pub(crate) fn evaluate<'c, 'r>(
+        &'c self,
+        cx: &mut Context<'c, 'r>,
+        mut observe: impl FnMut(RuleId, usize, Verdict, &Context<'c, 'r>),
+    ) -> Option<RuleId> {
+        'rules: for (index, rule) in self.rules.iter().enumerate() {
+            for (position, condition) in rule.conditions.iter().enumerate() {
+                let verdict = condition.check(cx);
+                observe(RuleId(index), position, verdict, cx);
+                if !verdict.holds() {
+                    continue 'rules;
+                }
+            }
+            return Some(RuleId(index));
+        }
+        None
+    }
+
+    pub(crate) fn decision(&self, rule: Option<RuleId>, cx: &Context<'_, '_>) -> Decision {
+        Decision {
+            pool: rule.map_or(self.stable, |r| self.rules[r.0].pool),
+            rule,
+            bucket: cx.bucket,
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, id: RuleId) -> &Rule {
+        &self.rules[id.0]
+    }
+
+    pub fn stable(&self) -> PoolId {
+        self.stable
+    }
+
+    pub fn pool_name(&self, id: PoolId) -> &str {
+        &self.pool_names[id.0]
+    }
+
+    pub fn ua_classifier(&self) -> &UaClassifier {
+        &self.ua
+    }
+
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+}
+
+/// Per-request evaluation state: the values rules read, each extracted at most once
+/// and only if some condition asks for it.
+pub(crate) struct Context<'c, 'r> {
+    chain: &'c Chain,
+    pub(crate) request: RequestView<'r>,
+    pub(crate) random: &'c mut dyn FnMut() -> f64,
+    user_key: Option<Option<Cow<'r, [u8]>>>,
+    city: Option<Option<Cow<'r, [u8]>>>,
+    channel: Option<Option<Cow<'r, [u8]>>>,
+    ua_class: Option<Option<UaClassId>>,
+    /// The bucket computed by the last per-mille condition evaluated.
+    pub(crate) bucket: Option<u16>,
+    /// The draw made by the last rate condition evaluated.
+    pub(crate) draw: Option<f64>,
+}
+
+impl<'c, 'r> Context<'c, 'r> {
+    pub(crate) fn new(
+        chain: &'c Chain,
+        request: RequestView<'r>,
+        random: &'c mut dyn FnMut() -> f64,
+    ) -> Self {
+        Context {
+            chain,
+            request,
+            random,
+            user_key: None,
+            city: None,
+            channel: None,
+            ua_class: None,
+            bucket: None,
+            draw: None,
+        }
+    }
+
+    pub(crate) fn user_key(&mut self) -> Option<&[u8]> {
+        lazily(
+            &mut self.user_key,
+            self.chain.sources.user_key.as_ref(),
+            &self.request,
+        )
+    }
+
+    pub(crate) fn city(&mut self) -> Option<&[u8]> {
+        lazily(
+            &mut self.city,
+            self.chain.sources.city.as_ref(),
+            &self.request,
+        )
+    }
+
+    pub(crate) fn channel(&mut self) -> Option<&[u8]> {
+        lazily(
+            &mut self.channel,
+            self.chain.sources.channel.as_ref(),
+            &self.request,
+        )
+    }
+
+    pub(crate) fn ua_class(&mut self) -> Option<UaClassId> {
+        let (ua, headers) = (&self.chain.ua, self.request.headers);
+        *self.ua_class.get_or_insert_with(|| {
+            headers
+                .get(USER_AGENT)
+                .and_then(|v| ua.classify(v.as_bytes()))
+        })
+    }
+}
+
+fn lazily<'a, 'r>(
+    slot: &'a mut Option<Option<Cow<'r, [u8]>>>,
+    source: Option<&ValueSource>,
+    request: &RequestView<'r>,
+) -> Option<&'a [u8]> {
+    slot.get_or_insert_with(|| source.and_then(|s| s.extract(request)))
+        .as_deref()
+}

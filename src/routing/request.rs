@@ -1,0 +1,21 @@
+//! What the decision core may read of a request.
+
+use http::HeaderMap;
+
+/// A borrowed view of the parts of a request that rules can test.
+///
+/// The proxy builds it from the live request; `graygate explain` and
+/// `/admin/explain` build it from command-line or query arguments. Either way the
+/// chain sees the same thing.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub headers: &'a HeaderMap,
+    /// The raw query string, without the leading `?`.
+    pub query: Option<&'a str>,
+}
+
+impl<'a> RequestView<'a> {
+    pub fn new(headers: &'a HeaderMap, query: Option<&'a str>) -> Self {
+        RequestView { headers, query }
+    }
+}

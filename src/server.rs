@@ -1,0 +1,120 @@
+//! Accepting client connections and serving HTTP/1.1 and h2c (prior knowledge) on
+//! one listener, with a bounded number of connections and a graceful drain.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::config::model::ConfigFile;
+use crate::proxy::{ClientConnection, Proxy};
+use crate::shutdown::Shutdown;
+
+/// Connection-level settings. They are fixed when the listener starts: a reload
+/// changes routing, pools and per-request limits, never the listener.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl ServerSettings {
+    pub fn from_config(file: &ConfigFile) -> Self {
+        ServerSettings {
+            header_read_timeout: file.limits.header_read_timeout,
+            max_header_bytes: file.limits.max_header_bytes,
+            max_connections: file.limits.max_connections,
+            shutdown_timeout: file.server.shutdown_timeout,
+        }
+    }
+}
+
+/// What a connection's service needs: one `Arc` clone per request, not two.
+struct ConnectionContext {
+    proxy: Arc<Proxy>,
+    client: ClientConnection,
+}
+
+/// Serves until `shutdown` fires, then stops accepting, lets in-flight requests finish
+/// (HTTP/2 clients get GOAWAY, idle keep-alive connections close) and returns once all
+/// connections are done or `shutdown_timeout` has passed.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    settings: ServerSettings,
+    mut shutdown: Shutdown,
+) {
+    let builder = connection_builder(&settings);
+    let graceful = GracefulShutdown::new();
+    // Past the limit, new connections wait in the kernel's accept queue.
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.wait() => break,
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let context = Arc::new(ConnectionContext {
+            proxy: Arc::clone(&proxy),
+            client: ClientConnection::new(remote, false),
+        });
+        let service = service_fn(move |request| {
+            let context = Arc::clone(&context);
+            async move { Ok::<_, Infallible>(context.proxy.handle(request, &context.client).await) }
+        });
+        let connection = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(%remote, error = %err, "client connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    info!("stopped accepting; waiting for in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => info!("all connections closed"),
+        _ = tokio::time::sleep(settings.shutdown_timeout) => {
+            warn!(timeout = ?settings.shutdown_timeout, "shutdown_timeout passed; closing the remaining connections")
+        }
+    }
+}
+
+fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}

@@ -1,0 +1,329 @@
+//! Shared harness for the integration tests: the real `graygate` binary on
+//! 127.0.0.1, real upstream servers started by the test, and clients that speak
+//! HTTP/1.1, h2c or raw bytes. Everything is bounded in time and cleaned up on drop.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Upper bound for any single step a test waits on.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_graygate")
+}
+
+/// A running `graygate run` process, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Writes `config` (its `[server] listen` should be `127.0.0.1:0`) into a temp dir
+    /// with `files` beside it, starts the gateway, and waits until it serves.
+    pub fn start(config: &str) -> Gateway {
+        Gateway::start_with_files(config, &[])
+    }
+
+    pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write file");
+        }
+        let config_path = dir.path().join("graygate.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Gateway::start_at(dir, config_path)
+    }
+
+    pub fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Gateway {
+        let mut child = Command::new(bin())
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn graygate");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = serving_address(&line) {
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(STEP) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "gateway did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Gateway {
+            child,
+            addr,
+            dir,
+            config_path,
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serving_address(line: &str) -> Option<SocketAddr> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = value.get("fields")?;
+    if fields.get("message")?.as_str()? != "graygate serving" {
+        return None;
+    }
+    fields.get("listen")?.as_str()?.parse().ok()
+}
+
+/// A request as an upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How a test upstream answers.
+pub type Handler = Arc<dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// A real HTTP/1.1 upstream on 127.0.0.1 that records every request it gets.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Answers 200 with its name as the body and `x-upstream: <name>`.
+    pub async fn named(name: &'static str) -> Upstream {
+        Upstream::with_handler(Arc::new(move |_| {
+            Response::builder()
+                .header("x-upstream", name)
+                .body(Full::new(Bytes::from(name)))
+                .unwrap()
+        }))
+        .await
+    }
+
+    pub async fn with_handler(handler: Handler) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (handler, log) = (Arc::clone(&handler), Arc::clone(&log));
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let (handler, log) = (Arc::clone(&handler), Arc::clone(&log));
+                    async move {
+                        let (head, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let seen = Seen {
+                            method: head.method,
+                            uri: head.uri,
+                            version: head.version,
+                            headers: head.headers,
+                            body,
+                        };
+                        let response = handler(&seen);
+                        log.lock().unwrap().push(seen);
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Upstream { addr, seen, task }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An address nothing listens on: bound, then released.
+pub async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A response as a test client saw it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection, bounded by [`STEP`].
+pub async fn send(request: Request<Full<Bytes>>) -> Answer {
+    tokio::time::timeout(STEP, async {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        let response = client.request(request).await.expect("request");
+        collect(response).await
+    })
+    .await
+    .expect("request finished in time")
+}
+
+/// `GET url` with headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(request.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// One request over h2c with prior knowledge, bounded by [`STEP`].
+pub async fn send_h2c(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
+    tokio::time::timeout(STEP, async {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let response = sender.send_request(request).await.expect("h2 request");
+        collect(response).await
+    })
+    .await
+    .expect("h2c request finished in time")
+}
+
+async fn collect(response: Response<Incoming>) -> Answer {
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: head.status,
+        headers: head.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Writes raw bytes and reads until the peer closes or `limit` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A config with the three usual pools pointing at the given upstreams, the gateway on
+/// an ephemeral port, and `extra` appended (routing and rules).
+pub fn config(blue: SocketAddr, green: SocketAddr, canary: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+
+[pools.blue]
+endpoints = ["{blue}"]
+[pools.green]
+endpoints = ["{green}"]
+[pools.canary]
+endpoints = ["{canary}"]
+
+{extra}
+"#
+    )
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
