@@ -109,18 +109,33 @@ fn load(path: &Path, clients: &Clients) -> Result<Snapshot, ExitCode> {
 fn report(errors: &ConfigErrors) {
     eprintln!("{errors}");
     let n = errors.0.len();
-    eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+    eprintln!("{n} error{}", plural(n));
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Prints a line to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 fn check(path: &Path) -> ExitCode {
     match load(path, &Clients::new()) {
         Ok(snapshot) => {
-            println!(
-                "{}: ok ({} pools, {} rules)",
+            let (pools, rules) = (snapshot.pools.len(), snapshot.chain.rules().len());
+            print_out(&format!(
+                "{}: ok ({pools} pool{}, {rules} rule{})",
                 path.display(),
-                snapshot.pools.len(),
-                snapshot.chain.rules().len()
-            );
+                plural(pools),
+                plural(rules)
+            ));
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -140,10 +155,7 @@ fn explain(path: &Path, headers: Vec<(HeaderName, HeaderValue)>, path_and_query:
     let explanation = snapshot
         .chain
         .explain(RequestView::new(&map, query), &mut fastrand::f64);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&explanation).expect("serializable")
-    );
+    print_out(&serde_json::to_string_pretty(&explanation).expect("serializable"));
     ExitCode::SUCCESS
 }
 

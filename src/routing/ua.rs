@@ -93,13 +93,13 @@ mod tests {
     use super::*;
 
     fn spec_classes() -> UaClassifier {
-        let app = vec!["MyShop-App/".to_string(), "okhttp".to_string()];
-        let web = vec![
+        let app = ["MyShop-App/".to_string(), "okhttp".to_string()];
+        let web = [
             "Mobile".to_string(),
             "Android".to_string(),
             "iPhone".to_string(),
         ];
-        let pc = vec![
+        let pc = [
             "Windows NT".to_string(),
             "Macintosh".to_string(),
             "X11".to_string(),
