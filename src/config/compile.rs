@@ -213,10 +213,12 @@ impl Compiler<'_> {
         if id.is_none() {
             let mut known: Vec<&str> = pools.keys().copied().collect();
             known.sort();
-            self.error(
-                path,
-                format!("unknown pool `{name}`; defined pools: {}", known.join(", ")),
-            );
+            let message = if known.is_empty() {
+                format!("unknown pool `{name}`; no pools are defined")
+            } else {
+                format!("unknown pool `{name}`; defined pools: {}", known.join(", "))
+            };
+            self.error(path, message);
         }
         id
     }

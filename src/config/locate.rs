@@ -117,19 +117,16 @@ impl<'t> Locator<'t> {
         best.map(|span| span.start)
     }
 
-    /// The key path of the innermost key or value that covers `offset`.
-    pub(crate) fn path_at(&self, offset: usize) -> Option<KeyPath> {
+    /// The key path of the innermost key or value whose extent covers all of `span`
+    /// (an unknown key's span is the key; a missing key's span is its whole table).
+    pub(crate) fn path_at(&self, span: Range<usize>) -> Option<KeyPath> {
         let mut node = Node::Item(self.document.as_ref()?.as_item());
         let mut path = Vec::new();
         'descend: loop {
             for (segment, key_span, child) in node.children() {
-                let covers = |span: Option<Range<usize>>| span.is_some_and(|s| s.contains(&offset));
-                let child_covers = covers(child.span()) || child_contains(child, offset);
-                if covers(key_span) || child_covers {
+                let covered = extent(key_span, child);
+                if covered.is_some_and(|c| c.start <= span.start && span.end <= c.end) {
                     path.push(segment);
-                    if !child_covers {
-                        break 'descend;
-                    }
                     node = child;
                     continue 'descend;
                 }
@@ -149,14 +146,21 @@ impl<'t> Locator<'t> {
     }
 }
 
-/// Tables defined by headers (`[pools.blue]`, `[[rules]]`) have no span of their own
-/// covering their body, so look for any descendant that covers the offset.
-fn child_contains(node: Node<'_>, offset: usize) -> bool {
-    node.children().into_iter().any(|(_, key_span, child)| {
-        key_span.is_some_and(|s| s.contains(&offset))
-            || child.span().is_some_and(|s| s.contains(&offset))
-            || child_contains(child, offset)
-    })
+/// The text a key and its value occupy, including everything nested in it: tables
+/// defined by headers (`[pools.blue]`, `[[rules]]`) have no span covering their body.
+fn extent(key_span: Option<Range<usize>>, node: Node<'_>) -> Option<Range<usize>> {
+    let mut covered = union(key_span, node.span());
+    for (_, child_key, child) in node.children() {
+        covered = union(covered, extent(child_key, child));
+    }
+    covered
+}
+
+fn union(a: Option<Range<usize>>, b: Option<Range<usize>>) -> Option<Range<usize>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.start.min(b.start)..a.end.max(b.end)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn floor_char_boundary(text: &str, mut offset: usize) -> usize {

@@ -50,8 +50,10 @@ impl Source {
 pub fn parse(source: &Source) -> Result<ConfigFile, ConfigErrors> {
     toml::from_str(&source.text).map_err(|err| {
         let locator = Locator::new(&source.text);
-        let offset = err.span().map(|s| s.start);
-        let key = offset.and_then(|o| locator.path_at(o));
+        // A key missing from the top level comes with the empty span 0..0: no place.
+        let span = err.span().filter(|s| !s.is_empty() || s.start > 0);
+        let offset = span.as_ref().map(|s| s.start);
+        let key = span.and_then(|span| locator.path_at(span));
         ConfigErrors::one(ConfigError::located(
             &source.path,
             &locator,

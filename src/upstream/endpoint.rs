@@ -74,14 +74,23 @@ pub fn parse_endpoint(text: &str) -> Result<Authority, String> {
     if rest.contains('@') {
         return Err("an endpoint cannot carry credentials".into());
     }
+    // `Authority` reads an out-of-range port as no port at all; say which it is.
+    if let Some((_, port)) = rest.rsplit_once(':') {
+        if !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_err()
+        {
+            return Err(format!("port {port} is out of range (1-65535)"));
+        }
+    }
     let authority: Authority = rest
         .parse()
         .map_err(|_| format!("`{rest}` is not host:port"))?;
     match authority.port_u16() {
-        Some(0) => Err("port 0 is not a valid upstream port".into()),
-        Some(_) if !authority.host().is_empty() => Ok(authority),
-        Some(_) => Err("the host is empty".into()),
         None => Err("the port is missing (host:port)".into()),
+        Some(0) => Err("port 0 is not a valid upstream port".into()),
+        Some(_) if authority.host().is_empty() => Err("the host is empty".into()),
+        Some(_) => Ok(authority),
     }
 }
 
