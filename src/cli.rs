@@ -18,9 +18,10 @@ use crate::proxy::Proxy;
 use crate::reload::{self, Reloader};
 use crate::routing::RequestView;
 use crate::server::{self, ServerSettings};
+use crate::shared::Shared;
 use crate::shutdown;
-use crate::snapshot::{LiveConfig, Snapshot};
-use crate::upstream::Clients;
+use crate::snapshot::Snapshot;
+use crate::{admin, watch};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,8 +100,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(path: &Path, clients: &Clients) -> Result<Snapshot, ExitCode> {
-    config::load(path, clients).map_err(|errors| {
+fn load(path: &Path, shared: &Shared) -> Result<Snapshot, ExitCode> {
+    config::load(path, shared).map_err(|errors| {
         report(&errors);
         ExitCode::from(1)
     })
@@ -127,7 +128,7 @@ fn print_out(text: &str) {
 }
 
 fn check(path: &Path) -> ExitCode {
-    match load(path, &Clients::new()) {
+    match load(path, &Shared::new()) {
         Ok(snapshot) => {
             let (pools, rules) = (snapshot.pools.len(), snapshot.chain.rules().len());
             print_out(&format!(
@@ -143,7 +144,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn explain(path: &Path, headers: Vec<(HeaderName, HeaderValue)>, path_and_query: &str) -> ExitCode {
-    let snapshot = match load(path, &Clients::new()) {
+    let snapshot = match load(path, &Shared::new()) {
         Ok(snapshot) => snapshot,
         Err(code) => return code,
     };
@@ -168,37 +169,74 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 fn run(path: PathBuf) -> ExitCode {
-    let clients = Arc::new(Clients::new());
-    let snapshot = match load(&path, &clients) {
-        Ok(snapshot) => snapshot,
-        Err(code) => return code,
+    let shared = Arc::new(Shared::new());
+    let reloader = match Reloader::start(path, shared) {
+        Ok(reloader) => Arc::new(reloader),
+        Err(errors) => {
+            report(&errors);
+            return ExitCode::from(1);
+        }
     };
-    let workers = snapshot.file.server.workers;
+    let snapshot = reloader.live().load();
+    let (workers, listen, admin_listen) = (
+        snapshot.file.server.workers,
+        snapshot.file.server.listen,
+        snapshot.file.server.admin_listen,
+    );
+    let settings = ServerSettings::from_config(&snapshot.file);
+    drop(snapshot);
     with_runtime(workers, async move {
-        let listen = snapshot.file.server.listen;
-        let settings = ServerSettings::from_config(&snapshot.file);
-        let listener = match TcpListener::bind(listen).await {
-            Ok(listener) => listener,
-            Err(err) => {
+        let (listener, admin_listener) = match (
+            TcpListener::bind(listen).await,
+            TcpListener::bind(admin_listen).await,
+        ) {
+            (Ok(listener), Ok(admin)) => (listener, admin),
+            (Err(err), _) => {
                 error!(%listen, error = %err, "cannot listen");
                 return ExitCode::from(1);
             }
+            (_, Err(err)) => {
+                error!(%admin_listen, error = %err, "cannot listen (admin)");
+                return ExitCode::from(1);
+            }
         };
-        let live = Arc::new(LiveConfig::new(snapshot));
-        let reloader = Arc::new(Reloader::new(path, Arc::clone(&live), clients));
         let (trigger, shutdown) = shutdown::channel();
-        match (shutdown::on_signals(trigger), reload::on_sighup(reloader)) {
-            (Ok(signals), Ok(hangups)) => {
+        let background = (
+            shutdown::on_signals(trigger),
+            reload::on_sighup(Arc::clone(&reloader)),
+            watch::watch_files(Arc::clone(&reloader)),
+        );
+        match background {
+            (Ok(signals), Ok(hangups), Ok(watcher)) => {
                 tokio::spawn(signals);
                 tokio::spawn(hangups);
+                tokio::spawn(watcher);
             }
-            (Err(err), _) | (_, Err(err)) => {
+            (Err(err), _, _) | (_, Err(err), _) => {
                 error!(error = %err, "cannot install signal handlers");
                 return ExitCode::from(1);
             }
+            (_, _, Err(err)) => {
+                error!(error = %err, "cannot watch the config files");
+                return ExitCode::from(1);
+            }
         }
-        info!(listen = %listener.local_addr().unwrap_or(listen), "graygate serving");
-        server::serve(listener, Arc::new(Proxy::new(live)), settings, shutdown).await;
+        let admin_address = admin_listener.local_addr().unwrap_or(admin_listen);
+        tokio::spawn(admin::serve(
+            admin_listener,
+            Arc::clone(&reloader),
+            shutdown.clone(),
+        ));
+        info!(
+            listen = %listener.local_addr().unwrap_or(listen),
+            admin = %admin_address,
+            "graygate serving"
+        );
+        let proxy = Arc::new(Proxy::new(
+            Arc::clone(reloader.live()),
+            Arc::clone(reloader.shared()),
+        ));
+        server::serve(listener, proxy, settings, shutdown).await;
         ExitCode::SUCCESS
     })
 }

@@ -21,9 +21,9 @@ use crate::config::{self, ConfigFile, Source};
 use crate::proxy::Proxy;
 use crate::routing::bucket;
 use crate::server::{self, ServerSettings};
+use crate::shared::Shared;
 use crate::shutdown;
 use crate::snapshot::LiveConfig;
-use crate::upstream::Clients;
 
 /// The demo's config, as shipped in `config/demo.toml`.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
@@ -58,8 +58,9 @@ async fn start(listen: SocketAddr) -> Result<ExitCode, String> {
     let listen = listener.local_addr().map_err(|e| e.to_string())?;
     file.server.listen = listen;
 
-    let clients = Arc::new(Clients::new());
-    let snapshot = config::compile(file, &source, &clients).map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared::new());
+    let mut snapshot = config::compile(file, &source, &shared).map_err(|e| e.to_string())?;
+    snapshot.origin.generation = 1;
     let effective = toml::to_string_pretty(&snapshot.file).map_err(|e| e.to_string())?;
     info!("demo config in force (config/demo.toml with in-process upstreams):\n{effective}");
     println!(
@@ -73,7 +74,7 @@ async fn start(listen: SocketAddr) -> Result<ExitCode, String> {
     let settings = ServerSettings::from_config(&snapshot.file);
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(shutdown::on_signals(trigger).map_err(|e| e.to_string())?);
-    let proxy = Arc::new(Proxy::new(Arc::new(LiveConfig::new(snapshot))));
+    let proxy = Arc::new(Proxy::new(Arc::new(LiveConfig::new(snapshot)), shared));
     server::serve(listener, proxy, settings, shutdown).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,14 +4,19 @@
 //! TOML into an immutable [`snapshot::Snapshot`], [`proxy`] runs one request through
 //! it, [`upstream`] holds the pools, [`server`] accepts connections.
 
+pub mod access_log;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod shared;
 pub mod shutdown;
 pub mod snapshot;
 pub mod upstream;
+pub mod watch;

@@ -75,6 +75,8 @@ pub async fn serve(
             _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
+        let active = proxy.shared().metrics.active_connections().clone();
+        active.inc();
         let context = Arc::new(ConnectionContext {
             proxy: Arc::clone(&proxy),
             client: ClientConnection::new(remote, false),
@@ -92,6 +94,7 @@ pub async fn serve(
             if let Err(err) = connection.await {
                 debug!(%remote, error = %err, "client connection ended with an error");
             }
+            active.dec();
             drop(permit);
         });
     }

@@ -11,7 +11,11 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use prometheus_client::metrics::counter::Counter;
+
+use crate::access_log::AccessLog;
 use crate::config::model::{ConfigFile, Fallback};
+use crate::metrics::Series;
 use crate::routing::{Chain, Decision};
 use crate::upstream::Pool;
 
@@ -22,6 +26,13 @@ pub struct Snapshot {
     pub pools: Vec<Pool>,
     /// `x-graygate-rule` values, indexed by `routing::RuleId`.
     pub rule_headers: Vec<HeaderValue>,
+    /// `graygate_rule_matches_total` handles, indexed by `routing::RuleId`.
+    pub rule_matches: Vec<Counter>,
+    /// `graygate_rule_matches_total{rule="default"}`.
+    pub default_matches: Counter,
+    pub access_log: Option<AccessLog>,
+    /// The metric series this config created.
+    pub series: Series,
     pub settings: Settings,
     /// The effective config (defaults filled in), for `/admin/config`.
     pub file: ConfigFile,
@@ -43,6 +54,12 @@ pub struct Origin {
     /// Files whose change should reload: the config and every whitelist file.
     pub files: Vec<std::path::PathBuf>,
     pub loaded_at: SystemTime,
+    /// Counts applied configs from 1; 0 until the reloader assigns it.
+    pub generation: u64,
+    /// sha256 of the config file's text, hex.
+    pub sha256: String,
+    /// sha256 of what the config means (effective config and whitelist contents).
+    pub fingerprint: [u8; 32],
 }
 
 /// `x-graygate-rule` when no rule matched.
@@ -57,6 +74,13 @@ impl Snapshot {
         decision
             .rule
             .map_or(&DEFAULT_RULE, |rule| &self.rule_headers[rule.0])
+    }
+
+    pub fn count_match(&self, decision: &Decision) {
+        decision
+            .rule
+            .map_or(&self.default_matches, |rule| &self.rule_matches[rule.0])
+            .inc();
     }
 
     pub fn rule_name(&self, decision: &Decision) -> &str {

@@ -5,7 +5,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{HeaderName, HeaderValue};
@@ -14,9 +13,14 @@ use super::error::{ConfigError, ConfigErrors, KeyPath};
 use super::locate::Locator;
 use super::model::{self, ConfigFile, Text};
 use super::Source;
+use crate::access_log::AccessLog;
+use crate::metrics::{PoolMetrics, Series};
 use crate::routing::{self, Chain, Condition, HeaderTest, KeySet, PoolId, Sources, UaClassifier};
+use crate::shared::Shared;
 use crate::snapshot::{Origin, Settings, Snapshot};
-use crate::upstream::{parse_endpoint, Balancer, Clients, Endpoint, Pool};
+use crate::upstream::{parse_endpoint, Balancer, Pool};
+use prometheus_client::metrics::counter::Counter;
+use sha2::{Digest, Sha256};
 
 /// hyper refuses a smaller read buffer, and real clients send more than this.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
@@ -29,13 +33,19 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 pub fn compile(
     file: ConfigFile,
     source: &Source,
-    clients: &Clients,
+    shared: &Shared,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut compiler = Compiler {
         source,
+        shared,
         errors: Vec::new(),
+        series: Series::default(),
+        fingerprint: Sha256::new(),
     };
-    let snapshot = compiler.snapshot(&file, clients);
+    let snapshot = compiler.snapshot(&file);
+    // Whatever series the candidate created are known from now on, so the next
+    // `Metrics::retain` can prune them if the candidate never goes live.
+    shared.metrics.created(&compiler.series);
     if !compiler.errors.is_empty() {
         let locator = Locator::new(&source.text);
         let mut errors: Vec<ConfigError> = compiler
@@ -54,7 +64,13 @@ pub fn compile(
 
 struct Compiler<'s> {
     source: &'s Source,
+    shared: &'s Shared,
     errors: Vec<(KeyPath, String)>,
+    /// The metric label values this config creates series for.
+    series: Series,
+    /// What the config means: the effective config and every whitelist file's
+    /// contents. Equal fingerprints: a reload changes nothing.
+    fingerprint: Sha256,
 }
 
 impl Compiler<'_> {
@@ -62,10 +78,13 @@ impl Compiler<'_> {
         self.errors.push((path, message.to_string()));
     }
 
-    fn snapshot(&mut self, file: &ConfigFile, clients: &Clients) -> Option<Snapshot> {
+    fn snapshot(&mut self, file: &ConfigFile) -> Option<Snapshot> {
         self.server(&file.server);
         self.limits(&file.limits);
-        let pools = self.pools(file, clients);
+        self.fingerprint
+            .update(serde_json::to_vec(file).expect("the config serializes"));
+        let access_log = self.access_log(&file.log);
+        let pools = self.pools(file);
         let pool_ids: HashMap<&str, PoolId> = file
             .pools
             .keys()
@@ -83,18 +102,26 @@ impl Compiler<'_> {
         let mut watched = vec![self.source.path.clone()];
         let rules = self.rules(file, &pool_ids, &sources, &ua, &mut watched);
 
-        let (pools, stable, rules, ua) = (pools?, stable?, rules?, ua?);
+        let (pools, stable, rules, ua, access_log) = (pools?, stable?, rules?, ua?, access_log?);
+        let pool_names: Vec<Box<str>> = file.pools.keys().map(|n| n.as_str().into()).collect();
+        let rule_matches = rules
+            .iter()
+            .map(|r| self.rule_series(&r.name, &pool_names[r.pool.0]))
+            .collect();
+        let default_matches = self.rule_series("default", &file.routing.stable);
         let rule_headers = rules
             .iter()
             .map(|r| {
                 HeaderValue::from_str(&r.name).expect("rule names are validated as header values")
             })
             .collect();
-        let pool_names = file.pools.keys().map(|n| n.as_str().into()).collect();
         Some(Snapshot {
             chain: Chain::new(rules, stable, sources, ua, pool_names),
             pools,
             rule_headers,
+            rule_matches,
+            default_matches,
+            access_log,
             settings: Settings {
                 decision_headers: file.routing.decision_headers,
                 fallback: file.routing.fallback,
@@ -105,8 +132,53 @@ impl Compiler<'_> {
             origin: Origin {
                 files: watched,
                 loaded_at: SystemTime::now(),
+                generation: 0,
+                sha256: hex(&Sha256::digest(self.source.text.as_bytes())),
+                fingerprint: std::mem::take(&mut self.fingerprint).finalize().into(),
             },
+            series: std::mem::take(&mut self.series),
         })
+    }
+
+    /// A pool's metric handles, noting the series they create.
+    fn pool_series(&mut self, pool: &str, version: Option<&str>, stable: &str) -> PoolMetrics {
+        let version = version.unwrap_or("");
+        self.series
+            .pools
+            .insert((pool.to_string(), version.to_string()));
+        self.series
+            .fallbacks
+            .insert((pool.to_string(), stable.to_string()));
+        self.shared.metrics.pool(pool, version, stable)
+    }
+
+    fn rule_series(&mut self, rule: &str, pool: &str) -> Counter {
+        self.series
+            .rules
+            .insert((rule.to_string(), pool.to_string()));
+        self.shared.metrics.rule(rule, pool)
+    }
+
+    /// `[log] access`: `"stderr"` or a file, relative to the config file.
+    fn access_log(&mut self, log: &model::Log) -> Option<Option<AccessLog>> {
+        let Some(destination) = &log.access else {
+            return Some(None);
+        };
+        let path = if destination == Path::new("stderr") {
+            destination.clone()
+        } else {
+            self.source.base_dir().join(destination)
+        };
+        match self.shared.access_logs.get(&path) {
+            Ok(log) => Some(Some(log)),
+            Err(err) => {
+                self.error(
+                    KeyPath::root().key("log").key("access"),
+                    format!("cannot open {}: {err}", path.display()),
+                );
+                None
+            }
+        }
     }
 
     fn server(&mut self, server: &model::Server) {
@@ -146,7 +218,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn pools(&mut self, file: &ConfigFile, clients: &Clients) -> Option<Vec<Pool>> {
+    fn pools(&mut self, file: &ConfigFile) -> Option<Vec<Pool>> {
         let root = KeyPath::root().key("pools");
         if file.pools.is_empty() {
             self.error(root.clone(), "at least one pool is required");
@@ -178,7 +250,9 @@ impl Compiler<'_> {
                         );
                         ok = false;
                     }
-                    Ok(authority) => endpoints.push(Arc::new(Endpoint::new(address, authority))),
+                    Ok(authority) => {
+                        endpoints.push(self.shared.endpoints.get(name, address, authority))
+                    }
                     Err(why) => {
                         self.error(
                             path.key("endpoints").index(i),
@@ -196,7 +270,8 @@ impl Compiler<'_> {
                 version: pool.version.as_deref().map(Into::into),
                 endpoints,
                 balancer: Balancer::new(pool.lb),
-                client: clients.get(pool.connect_timeout),
+                client: self.shared.clients.get(pool.connect_timeout),
+                metrics: self.pool_series(name, pool.version.as_deref(), &file.routing.stable),
                 name_header: HeaderValue::from_str(name).expect("pool names are validated"),
             });
         }
@@ -552,6 +627,8 @@ impl Compiler<'_> {
     fn whitelist_file(&mut self, file: &Path, path: KeyPath, set: &mut KeySet) {
         match std::fs::read_to_string(file) {
             Ok(text) => {
+                self.fingerprint.update(file.as_os_str().as_encoded_bytes());
+                self.fingerprint.update(text.as_bytes());
                 for line in text
                     .lines()
                     .map(str::trim)
@@ -611,4 +688,8 @@ fn check_name(name: &str) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -185,7 +185,7 @@ mod tests {
             .key("match")
             .key("rate");
         let offset = locator.offset_of(&path).unwrap();
-        assert_eq!(locator.line_column(offset), (11, 17));
+        assert_eq!(locator.line_column(offset), (11, 18));
         let path = KeyPath::root().key("rules").index(0).key("to");
         assert_eq!(
             locator.line_column(locator.offset_of(&path).unwrap()),
@@ -206,17 +206,16 @@ mod tests {
     }
 
     #[test]
-    fn path_at_offset() {
+    fn path_at_span() {
         let locator = Locator::new(TEXT);
-        let offset = TEXT.find("2.0").unwrap();
-        assert_eq!(
-            locator.path_at(offset).unwrap().to_string(),
-            "rules[1].match.rate"
-        );
-        let offset = TEXT.find("\"blue\"").unwrap();
-        assert_eq!(
-            locator.path_at(offset).unwrap().to_string(),
-            "routing.stable"
-        );
+        let at = |needle: &str| {
+            let start = TEXT.find(needle).unwrap();
+            locator.path_at(start..start + needle.len()).unwrap().to_string()
+        };
+        assert_eq!(at("2.0"), "rules[1].match.rate");
+        assert_eq!(at("\"blue\""), "routing.stable");
+        assert_eq!(at("permille"), "rules[0].match.permille");
+        // A span over the whole document (a missing top-level key) names no key.
+        assert_eq!(locator.path_at(0..TEXT.len()).unwrap().to_string(), "");
     }
 }

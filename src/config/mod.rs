@@ -68,9 +68,9 @@ pub fn parse(source: &Source) -> Result<ConfigFile, ConfigErrors> {
 /// all of it is valid.
 pub fn load(
     path: &Path,
-    clients: &crate::upstream::Clients,
+    shared: &crate::shared::Shared,
 ) -> Result<crate::snapshot::Snapshot, ConfigErrors> {
     let source = Source::read(path)?;
     let file = parse(&source)?;
-    compile(file, &source, clients)
+    compile(file, &source, shared)
 }

@@ -22,6 +22,17 @@ pub struct ConfigFile {
     pub routing: Routing,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `"stderr"` or a file path (relative to the config file): one JSON line per
+    /// request. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

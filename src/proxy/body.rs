@@ -1,68 +1,203 @@
 //! The body of a response to a client: streamed from an upstream, or a short
-//! gateway-made text. An enum rather than a box, so no allocation per response.
+//! gateway-made text. It carries the request's [`Completion`], so the request is
+//! recorded when its last byte is sent (or the client goes away), not when the head is.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
+use crate::access_log::AccessRecord;
+use crate::metrics::ErrorKind;
+use crate::routing::Decision;
+use crate::snapshot::Snapshot;
 use crate::upstream::InFlight;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug)]
-pub enum ResponseBody {
-    /// Streams the upstream's body; the endpoint counts the request as in flight until
-    /// this is dropped, so `least_request` sees long streams.
-    Upstream {
-        body: Incoming,
-        _in_flight: InFlight,
-    },
+pub struct ResponseBody {
+    content: Content,
+    completion: Option<Completion>,
+}
+
+/// An enum rather than a box: no allocation per response.
+#[derive(Debug)]
+enum Content {
+    Upstream(UpstreamContent),
     Local(Full<Bytes>),
 }
 
+/// An upstream body under an idle deadline: when no frame comes for `idle_timeout`,
+/// the stream is cut rather than left hanging. The timer is made only once the body
+/// first has to wait, so a body that is ready at once never allocates one.
+#[derive(Debug)]
+struct UpstreamContent {
+    body: Incoming,
+    idle_timeout: Duration,
+    last_progress: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// The upstream sent nothing for a whole idle timeout in the middle of a body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body stalled for longer than the request timeout")]
+pub struct BodyStalled;
+
+impl UpstreamContent {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            if self.timer.is_some() {
+                self.last_progress = Instant::now();
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        let deadline = self.last_progress + self.idle_timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The timer was set from an older progress time; frames since then move
+            // the deadline on instead of resetting the timer on every frame.
+            let deadline = self.last_progress + self.idle_timeout;
+            if Instant::now() >= deadline {
+                return Poll::Ready(Some(Err(BodyStalled.into())));
+            }
+            timer.as_mut().reset(deadline.into());
+        }
+    }
+}
+
+/// The record phase of a request: metrics and the access log, on drop.
+#[derive(Debug)]
+pub struct Completion {
+    /// The snapshot the request used from its start; moved here, not cloned.
+    pub snapshot: Arc<Snapshot>,
+    pub decision: Decision,
+    pub started: Instant,
+    pub status: u16,
+    pub bytes: u64,
+    /// The endpoint counts the request as in flight until the body is done, so
+    /// `least_request` sees long streams.
+    pub in_flight: Option<InFlight>,
+    /// Set only when the access log is on.
+    pub access: Option<Box<AccessStart>>,
+}
+
+/// What the access log needs that is only known at the start.
+#[derive(Debug)]
+pub struct AccessStart {
+    pub time: SystemTime,
+    pub method: Method,
+    pub path: String,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        self.snapshot
+            .pool(&self.decision)
+            .metrics
+            .record(self.status, elapsed);
+        if let (Some(log), Some(access)) = (&self.snapshot.access_log, self.access.take()) {
+            let AccessStart { time, method, path } = *access;
+            log.log(AccessRecord {
+                time,
+                method,
+                path,
+                status: self.status,
+                snapshot: Arc::clone(&self.snapshot),
+                decision: self.decision,
+                endpoint: self.in_flight.as_ref().map(|e| e.endpoint()),
+                duration: elapsed,
+                bytes: self.bytes,
+            });
+        }
+    }
+}
+
 impl ResponseBody {
-    pub fn upstream(body: Incoming, in_flight: InFlight) -> Self {
-        ResponseBody::Upstream {
+    /// Streams an upstream body; `idle_timeout` bounds each wait for the next frame.
+    pub fn upstream(body: Incoming, idle_timeout: Duration) -> Self {
+        let content = UpstreamContent {
             body,
-            _in_flight: in_flight,
+            idle_timeout,
+            last_progress: Instant::now(),
+            timer: None,
+        };
+        ResponseBody {
+            content: Content::Upstream(content),
+            completion: None,
         }
     }
 
     pub fn text(text: &'static str) -> Self {
-        ResponseBody::Local(Full::new(Bytes::from_static(text.as_bytes())))
+        let content = Content::Local(Full::new(Bytes::from_static(text.as_bytes())));
+        ResponseBody {
+            content,
+            completion: None,
+        }
+    }
+
+    pub fn with_completion(mut self, completion: Completion) -> Self {
+        self.completion = Some(completion);
+        self
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        // Both variants are Unpin, so no pin projection is needed.
-        match self.get_mut() {
-            ResponseBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
-            ResponseBody::Local(full) => Pin::new(full)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        // Every field is Unpin, so no pin projection is needed.
+        let polled = match &mut this.content {
+            Content::Upstream(upstream) => upstream.poll_frame(cx),
+            Content::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+        };
+        match (&polled, &mut this.completion) {
+            (Poll::Ready(Some(Ok(frame))), Some(completion)) => {
+                if let Some(data) = frame.data_ref() {
+                    completion.bytes += data.len() as u64;
+                }
+            }
+            (Poll::Ready(Some(Err(err))), Some(completion)) if err.is::<BodyStalled>() => {
+                let pool = completion.snapshot.pool(&completion.decision);
+                pool.metrics.upstream_error(ErrorKind::Timeout);
+            }
+            _ => {}
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
-            ResponseBody::Local(full) => full.is_end_stream(),
+        match &self.content {
+            Content::Upstream(upstream) => upstream.body.is_end_stream(),
+            Content::Local(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream { body, .. } => body.size_hint(),
-            ResponseBody::Local(full) => full.size_hint(),
+        match &self.content {
+            Content::Upstream(upstream) => upstream.body.size_hint(),
+            Content::Local(full) => full.size_hint(),
         }
     }
 }

@@ -7,11 +7,14 @@ use http::{Response, StatusCode};
 use http_body_util::LengthLimitError;
 
 use super::body::ResponseBody;
+use crate::metrics::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("upstream connect failed: {0}")]
     Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("no available endpoint in the pool")]
+    NoEndpoint,
     #[error("upstream did not answer within the request timeout")]
     Timeout,
     #[error("request body exceeds limits.max_body_bytes")]
@@ -43,10 +46,23 @@ impl GatewayError {
         GatewayError::Upstream(err)
     }
 
+    /// The `graygate_upstream_errors_total` kind, for failures that are the upstream's.
+    pub fn upstream_kind(&self) -> Option<ErrorKind> {
+        match self {
+            GatewayError::Connect(_) => Some(ErrorKind::Connect),
+            GatewayError::Timeout => Some(ErrorKind::Timeout),
+            GatewayError::Upstream(err) => Some(upstream_failure_kind(err)),
+            GatewayError::NoEndpoint
+            | GatewayError::BodyTooLarge
+            | GatewayError::Refused { .. } => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Connect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Refused { status, .. } => *status,
         }
@@ -57,6 +73,7 @@ impl GatewayError {
             GatewayError::Connect(_) => "502 bad gateway: upstream unreachable\n",
             GatewayError::Upstream(_) => "502 bad gateway: upstream failed\n",
             GatewayError::Timeout => "504 gateway timeout: upstream did not answer in time\n",
+            GatewayError::NoEndpoint => "503 service unavailable: no healthy upstream endpoint\n",
             GatewayError::BodyTooLarge => "413 payload too large\n",
             GatewayError::Refused { text, .. } => text,
         }
@@ -71,4 +88,20 @@ impl GatewayError {
         );
         response
     }
+}
+
+/// A response the upstream could not frame is a protocol error; a connection that
+/// broke or closed mid-exchange is a reset.
+fn upstream_failure_kind(err: &hyper_util::client::legacy::Error) -> ErrorKind {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_err.is_parse() || hyper_err.is_parse_status() || hyper_err.is_parse_too_large()
+            {
+                return ErrorKind::Protocol;
+            }
+        }
+        source = cause.source();
+    }
+    ErrorKind::Reset
 }

@@ -77,13 +77,12 @@ pub fn to_upstream(
     rule: &HeaderValue,
 ) -> Result<(), GatewayError> {
     let headers = &mut head.headers;
-    // The Host the client asked for: its Host header (HTTP/1.1) or :authority (HTTP/2).
-    let host = match headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => head
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    // The host the client asked for: the target's authority when it has one (HTTP/2's
+    // :authority, or an absolute-form HTTP/1.1 target, which RFC 9112 §3.2.2 says
+    // overrides Host), else the Host header.
+    let host = match head.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
     };
     strip_hop_by_hop(headers);
     drop_graygate_headers(headers);

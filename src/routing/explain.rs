@@ -74,8 +74,18 @@ impl Chain {
                     .flatten(),
             });
         });
-        if let (Some(_), Some(last)) = (matched, traces.last_mut()) {
-            last.matched = true;
+        if let Some(rule_id) = matched {
+            // A rule without conditions matches without being observed; trace it too.
+            let rule = self.rule(rule_id);
+            if traces.last().is_none_or(|t| t.rule != *rule.name) {
+                traces.push(RuleTrace {
+                    rule: rule.name.to_string(),
+                    to: self.pool_name(rule.pool).to_string(),
+                    matched: false,
+                    conditions: Vec::new(),
+                });
+            }
+            traces.last_mut().expect("pushed above").matched = true;
         }
         let decision = self.decision(matched, &cx);
         let text = |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());

@@ -12,6 +12,8 @@ mod condition;
 mod explain;
 mod request;
 mod source;
+#[cfg(test)]
+mod tests;
 mod ua;
 
 pub use bucket::{bucket, murmur3_x86_32, BUCKETS};

@@ -61,15 +61,26 @@ fn strip_quotes(value: &[u8]) -> &[u8] {
     }
 }
 
-/// The first query parameter called `name`, percent- and `+`-decoded as HTML forms
-/// encode it.
+/// The first query parameter called `name`, decoded as HTML forms encode it (`+` is a
+/// space, `%XX` a byte). Decoded to bytes, not text, so a key that is not UTF-8 hashes
+/// the same as when it arrives in a header.
 fn query<'r>(query: &'r str, name: &str) -> Option<Cow<'r, [u8]>> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| match value {
-            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
-            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
-        })
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (*form_decode(key) == *name.as_bytes()).then(|| form_decode(value))
+    })
+}
+
+/// Borrows unless there is something to decode.
+fn form_decode(text: &str) -> Cow<'_, [u8]> {
+    if !text.contains('+') {
+        return percent_encoding::percent_decode(text.as_bytes()).into();
+    }
+    let spaced: Vec<u8> = text
+        .bytes()
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
+    Cow::Owned(percent_encoding::percent_decode(&spaced).collect())
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! One upstream address and its live in-flight count.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
+
+use super::health::Health;
 
 #[derive(Debug)]
 pub struct Endpoint {
@@ -13,6 +15,10 @@ pub struct Endpoint {
     /// `host:port`, ready to become an upstream URI without parsing.
     pub authority: Authority,
     in_flight: AtomicUsize,
+    /// Marked down until this instant (milliseconds on the process clock); see
+    /// `health`.
+    pub(super) down_until: AtomicU64,
+    pub(super) health: Health,
 }
 
 impl Endpoint {
@@ -21,12 +27,19 @@ impl Endpoint {
             address: address.into(),
             authority,
             in_flight: AtomicUsize::new(0),
+            down_until: AtomicU64::new(0),
+            health: Health::default(),
         }
     }
 
     /// Requests sent to this endpoint whose responses have not finished.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the endpoint may take requests (it is not marked down).
+    pub fn is_available(&self) -> bool {
+        self.down_until.load(Ordering::Relaxed) <= super::health::now_millis()
     }
 
     /// Counts a request as in flight until the returned guard drops.
@@ -41,6 +54,12 @@ impl Endpoint {
 /// until its last byte.
 #[derive(Debug)]
 pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        Arc::clone(&self.0)
+    }
+}
 
 impl Deref for InFlight {
     type Target = Endpoint;

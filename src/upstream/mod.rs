@@ -4,9 +4,12 @@
 mod balance;
 mod client;
 mod endpoint;
+pub mod health;
 mod pool;
+mod registry;
 
 pub use balance::Balancer;
 pub use client::{Clients, UpstreamClient, UpstreamRequestBody};
 pub use endpoint::{parse_endpoint, Endpoint, InFlight};
 pub use pool::Pool;
+pub use registry::EndpointRegistry;

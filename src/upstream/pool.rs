@@ -7,6 +7,8 @@ use http::HeaderValue;
 use super::balance::Balancer;
 use super::client::UpstreamClient;
 use super::endpoint::{Endpoint, InFlight};
+use super::health;
+use crate::metrics::PoolMetrics;
 
 #[derive(Debug)]
 pub struct Pool {
@@ -17,11 +19,47 @@ pub struct Pool {
     pub client: UpstreamClient,
     /// The pool's name as a header value, built once for `x-graygate-pool`.
     pub name_header: HeaderValue,
+    /// Recording handles, resolved when the config compiled.
+    pub metrics: PoolMetrics,
 }
 
 impl Pool {
-    /// Picks an endpoint and counts the request against it.
-    pub fn start_request(&self) -> InFlight {
-        self.balancer.pick(&self.endpoints).start()
+    /// Picks an available endpoint and counts the request against it; `None` when
+    /// every endpoint is marked down.
+    pub fn start_request(&self) -> Option<InFlight> {
+        let picked = self.balancer.pick(&self.endpoints);
+        if picked.is_available() {
+            return Some(picked.start());
+        }
+        // Some endpoint is down: take the next available one from a random start, so
+        // the load of the down endpoint spreads instead of landing on its neighbour.
+        let n = self.endpoints.len();
+        let start = fastrand::usize(..n);
+        (0..n)
+            .map(|i| &self.endpoints[(start + i) % n])
+            .find(|e| e.is_available())
+            .map(|e| e.start())
+    }
+
+    pub fn has_available_endpoint(&self) -> bool {
+        self.endpoints.iter().any(|e| e.is_available())
+    }
+
+    /// Feeds a request's outcome to passive health.
+    pub fn report(&self, endpoint: &Endpoint, success: bool) {
+        if success {
+            health::report_success(endpoint);
+        } else {
+            health::report_failure(endpoint, &self.endpoints, &self.name);
+        }
+    }
+
+    /// Sets the `graygate_pool_endpoints` gauges from the endpoints' current state.
+    pub fn publish_endpoint_states(&self) {
+        let healthy = self.endpoints.iter().filter(|e| e.is_available()).count();
+        self.metrics.endpoints_healthy.set(healthy as i64);
+        self.metrics
+            .endpoints_unhealthy
+            .set((self.endpoints.len() - healthy) as i64);
     }
 }

@@ -31,6 +31,8 @@ pub fn bin() -> &'static str {
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
@@ -74,8 +76,8 @@ impl Gateway {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(STEP) {
-            Ok(addr) => addr,
+        let (addr, admin) = match rx.recv_timeout(STEP) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -88,6 +90,7 @@ impl Gateway {
         Gateway {
             child,
             addr,
+            admin,
             dir,
             config_path,
             logs,
@@ -96,6 +99,10 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
     }
 
     pub fn logs(&self) -> String {
@@ -126,13 +133,16 @@ impl Drop for Gateway {
     }
 }
 
-fn serving_address(line: &str) -> Option<SocketAddr> {
+/// The traffic and admin addresses from the "graygate serving" log line.
+fn serving_address(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = value.get("fields")?;
     if fields.get("message")?.as_str()? != "graygate serving" {
         return None;
     }
-    fields.get("listen")?.as_str()?.parse().ok()
+    let listen = fields.get("listen")?.as_str()?.parse().ok()?;
+    let admin = fields.get("admin")?.as_str()?.parse().ok()?;
+    Some((listen, admin))
 }
 
 /// A request as an upstream saw it.

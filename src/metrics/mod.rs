@@ -1,0 +1,408 @@
+//! Prometheus metrics, named as SPEC.md's table.
+//!
+//! Label values come only from the config (pool and rule names), never from request
+//! data. The per-pool and per-rule handles are resolved when a snapshot compiles; a
+//! request records through them with atomic adds, no label lookup and no lock. After
+//! every reload attempt, series for pools and rules the running config no longer has
+//! are removed, so reloads leave no unbounded stale series.
+
+mod exposition;
+mod histogram;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use exposition::{
+    to_prometheus, wants_openmetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE,
+};
+pub use histogram::{LatencyHistogram, LATENCY_BUCKETS};
+
+/// `graygate_upstream_errors_total{kind}` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Connect = 0,
+    Timeout = 1,
+    Reset = 2,
+    Protocol = 3,
+}
+
+const ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "protocol"];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStatusLabels {
+    pool: String,
+    status_class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolKindLabels {
+    pool: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+    pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolVersionLabels {
+    pool: String,
+    version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    pool: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FromToLabels {
+    from: String,
+    to: String,
+}
+
+/// Every metric family, registered once for the life of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<PoolStatusLabels, Counter>,
+    duration: Family<PoolLabels, LatencyHistogram>,
+    upstream_errors: Family<PoolKindLabels, Counter>,
+    rule_matches: Family<RuleLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    generation: Gauge,
+    pool_info: Family<PoolVersionLabels, Gauge>,
+    pool_endpoints: Family<PoolStateLabels, Gauge>,
+    active_connections: Gauge,
+    fallbacks: Family<FromToLabels, Counter>,
+    retries: Family<PoolLabels, Counter>,
+    access_log_dropped: Counter,
+    /// The label values each family holds series for, to prune after reloads.
+    series: Mutex<Series>,
+}
+
+/// The label values one config generation creates series for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Series {
+    /// Pool name and version.
+    pub pools: BTreeSet<(String, String)>,
+    /// Rule name (or `default`) and pool.
+    pub rules: BTreeSet<(String, String)>,
+    /// Fallback `from` and `to` pools.
+    pub fallbacks: BTreeSet<(String, String)>,
+}
+
+impl Series {
+    fn extend(&mut self, other: &Series) {
+        self.pools.extend(other.pools.iter().cloned());
+        self.rules.extend(other.rules.iter().cloned());
+        self.fallbacks.extend(other.fallbacks.iter().cloned());
+    }
+}
+
+/// One pool's recording handles.
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    requests: [Counter; 5],
+    duration: LatencyHistogram,
+    errors: [Counter; 4],
+    pub retries: Counter,
+    /// Requests this pool could not serve and sent to the stable pool.
+    pub fallbacks: Counter,
+    pub endpoints_healthy: Gauge,
+    pub endpoints_unhealthy: Gauge,
+}
+
+impl PoolMetrics {
+    /// Counts a finished request by status class and records its duration.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].inc();
+        self.duration.observe(elapsed);
+    }
+
+    pub fn upstream_error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("graygate");
+        let requests = Family::default();
+        let duration = Family::default();
+        let upstream_errors = Family::default();
+        let rule_matches = Family::default();
+        let reloads = Family::default();
+        let generation = Gauge::default();
+        let pool_info = Family::default();
+        let pool_endpoints = Family::default();
+        let active_connections = Gauge::default();
+        let fallbacks = Family::default();
+        let retries = Family::default();
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "requests",
+            "Requests answered, by pool and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival to the end of its response, by pool",
+            duration.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures, by pool and kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "rule_matches",
+            "Decisions, by rule (or default) and pool",
+            rule_matches.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reload attempts, by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "Generation of the config in force",
+            generation.clone(),
+        );
+        registry.register(
+            "pool_info",
+            "Pools in the config and their version label (always 1)",
+            pool_info.clone(),
+        );
+        registry.register(
+            "pool_endpoints",
+            "Endpoints per pool, by state",
+            pool_endpoints.clone(),
+        );
+        registry.register(
+            "active_connections",
+            "Open client connections",
+            active_connections.clone(),
+        );
+        registry.register(
+            "fallbacks",
+            "Requests sent to the stable pool because the chosen pool had no available endpoint",
+            fallbacks.clone(),
+        );
+        registry.register(
+            "retries",
+            "Upstream request retries, by pool",
+            retries.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            rule_matches,
+            reloads,
+            generation,
+            pool_info,
+            pool_endpoints,
+            active_connections,
+            fallbacks,
+            retries,
+            access_log_dropped,
+            series: Mutex::new(Series::default()),
+        }
+    }
+
+    /// The handles for one pool; called when a snapshot compiles. `version` is the
+    /// pool's version label (empty when unset), `stable` the fallback target.
+    pub fn pool(&self, pool: &str, version: &str, stable: &str) -> PoolMetrics {
+        // `get_or_create` returns a read guard on the family; each handle is cloned out
+        // in its own statement so no guard is alive when the next entry is created.
+        let name = || pool.to_string();
+        let status = |class: &str| PoolStatusLabels {
+            pool: name(),
+            status_class: class.to_string(),
+        };
+        let kind = |kind: &str| PoolKindLabels {
+            pool: name(),
+            kind: kind.to_string(),
+        };
+        let state = |state: &str| PoolStateLabels {
+            pool: name(),
+            state: state.to_string(),
+        };
+        let info = PoolVersionLabels {
+            pool: name(),
+            version: version.to_string(),
+        };
+        self.pool_info.get_or_create(&info).set(1);
+        let requests =
+            STATUS_CLASSES.map(|class| self.requests.get_or_create(&status(class)).clone());
+        let errors = ERROR_KINDS.map(|k| self.upstream_errors.get_or_create(&kind(k)).clone());
+        let duration = self
+            .duration
+            .get_or_create(&PoolLabels { pool: name() })
+            .clone();
+        let retries = self
+            .retries
+            .get_or_create(&PoolLabels { pool: name() })
+            .clone();
+        let fallback = FromToLabels {
+            from: name(),
+            to: stable.to_string(),
+        };
+        let fallbacks = self.fallbacks.get_or_create(&fallback).clone();
+        let endpoints_healthy = self.pool_endpoints.get_or_create(&state("healthy")).clone();
+        let endpoints_unhealthy = self
+            .pool_endpoints
+            .get_or_create(&state("unhealthy"))
+            .clone();
+        PoolMetrics {
+            requests,
+            duration,
+            errors,
+            retries,
+            fallbacks,
+            endpoints_healthy,
+            endpoints_unhealthy,
+        }
+    }
+
+    /// The match counter for one rule (or `default`) and its pool.
+    pub fn rule(&self, rule: &str, pool: &str) -> Counter {
+        self.rule_matches
+            .get_or_create(&RuleLabels {
+                rule: rule.to_string(),
+                pool: pool.to_string(),
+            })
+            .clone()
+    }
+
+    pub fn reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    pub fn active_connections(&self) -> &Gauge {
+        &self.active_connections
+    }
+
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
+    }
+
+    /// Records the series a config, or a candidate config, has created.
+    pub fn created(&self, candidate: &Series) {
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(candidate);
+    }
+
+    /// Makes `current` the only config with series: those of pools and rules it does
+    /// not have (an older config's, or a failed candidate's) are removed.
+    pub fn retain(&self, current: &Series) {
+        let mut known = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let current_pools: BTreeSet<&String> = current.pools.iter().map(|(pool, _)| pool).collect();
+        for (pool, version) in known.pools.difference(&current.pools) {
+            self.pool_info.remove(&PoolVersionLabels {
+                pool: pool.clone(),
+                version: version.clone(),
+            });
+            if !current_pools.contains(pool) {
+                self.remove_pool(pool);
+            }
+        }
+        for (rule, pool) in known.rules.difference(&current.rules) {
+            self.rule_matches.remove(&RuleLabels {
+                rule: rule.clone(),
+                pool: pool.clone(),
+            });
+        }
+        for (from, to) in known.fallbacks.difference(&current.fallbacks) {
+            self.fallbacks.remove(&FromToLabels {
+                from: from.clone(),
+                to: to.clone(),
+            });
+        }
+        *known = current.clone();
+    }
+
+    fn remove_pool(&self, pool: &str) {
+        let pool = pool.to_string();
+        for class in STATUS_CLASSES {
+            self.requests.remove(&PoolStatusLabels {
+                pool: pool.clone(),
+                status_class: class.to_string(),
+            });
+        }
+        for kind in ERROR_KINDS {
+            self.upstream_errors.remove(&PoolKindLabels {
+                pool: pool.clone(),
+                kind: kind.to_string(),
+            });
+        }
+        for state in ["healthy", "unhealthy"] {
+            self.pool_endpoints.remove(&PoolStateLabels {
+                pool: pool.clone(),
+                state: state.to_string(),
+            });
+        }
+        self.duration.remove(&PoolLabels { pool: pool.clone() });
+        self.retries.remove(&PoolLabels { pool });
+    }
+
+    /// The exposition: OpenMetrics text, or the Prometheus text format.
+    pub fn encode(&self, openmetrics: bool) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        if openmetrics {
+            text
+        } else {
+            to_prometheus(&text)
+        }
+    }
+}
