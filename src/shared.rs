@@ -1,14 +1,13 @@
-//! The long-lived parts every config generation links into: upstream clients (with
-//! their warm connections), endpoints (with their health), metric families and access-log writers. A reload builds
-//! a new snapshot around them; it never rebuilds them.
+//! The long-lived parts every config generation links into: endpoints (with their
+//! health and warm keep-alive connections), metric families and access-log writers.
+//! A reload builds a new snapshot around them; it never rebuilds them.
 
 use crate::access_log::AccessLogs;
 use crate::metrics::Metrics;
-use crate::upstream::{Clients, EndpointRegistry};
+use crate::upstream::EndpointRegistry;
 
 #[derive(Debug)]
 pub struct Shared {
-    pub clients: Clients,
     pub endpoints: EndpointRegistry,
     pub metrics: Metrics,
     pub access_logs: AccessLogs,
@@ -19,7 +18,6 @@ impl Shared {
         let metrics = Metrics::new();
         let access_logs = AccessLogs::new(metrics.access_log_dropped());
         Shared {
-            clients: Clients::new(),
             endpoints: EndpointRegistry::default(),
             metrics,
             access_logs,

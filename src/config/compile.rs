@@ -270,7 +270,7 @@ impl Compiler<'_> {
                 version: pool.version.as_deref().map(Into::into),
                 endpoints,
                 balancer: Balancer::new(pool.lb),
-                client: self.shared.clients.get(pool.connect_timeout),
+                connect_timeout: pool.connect_timeout,
                 metrics: self.pool_series(name, pool.version.as_deref(), &file.routing.stable),
                 name_header: HeaderValue::from_str(name).expect("pool names are validated"),
             });

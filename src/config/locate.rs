@@ -210,7 +210,10 @@ mod tests {
         let locator = Locator::new(TEXT);
         let at = |needle: &str| {
             let start = TEXT.find(needle).unwrap();
-            locator.path_at(start..start + needle.len()).unwrap().to_string()
+            locator
+                .path_at(start..start + needle.len())
+                .unwrap()
+                .to_string()
         };
         assert_eq!(at("2.0"), "rules[1].match.rate");
         assert_eq!(at("\"blue\""), "routing.stable");

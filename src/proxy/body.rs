@@ -19,7 +19,7 @@ use crate::access_log::AccessRecord;
 use crate::metrics::ErrorKind;
 use crate::routing::Decision;
 use crate::snapshot::Snapshot;
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, UpstreamConnection};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,6 +51,15 @@ struct UpstreamContent {
 #[derive(Debug, thiserror::Error)]
 #[error("upstream response body stalled for longer than the request timeout")]
 pub struct BodyStalled;
+
+impl Content {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Content::Upstream(upstream) => upstream.body.is_end_stream(),
+            Content::Local(full) => full.is_end_stream(),
+        }
+    }
+}
 
 impl UpstreamContent {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -91,6 +100,11 @@ pub struct Completion {
     /// The endpoint counts the request as in flight until the body is done, so
     /// `least_request` sees long streams.
     pub in_flight: Option<InFlight>,
+    /// The upstream connection the response arrives on; back to the endpoint's idle
+    /// pool once the body has been read to its end.
+    pub connection: Option<UpstreamConnection>,
+    /// The body was read to its end.
+    pub finished: bool,
     /// Set only when the access log is on.
     pub access: Option<Box<AccessStart>>,
 }
@@ -106,6 +120,11 @@ pub struct AccessStart {
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
+        if let (true, Some(connection), Some(endpoint)) =
+            (self.finished, self.connection.take(), &self.in_flight)
+        {
+            endpoint.release(connection);
+        }
         self.snapshot
             .pool(&self.decision)
             .metrics
@@ -150,7 +169,9 @@ impl ResponseBody {
         }
     }
 
-    pub fn with_completion(mut self, completion: Completion) -> Self {
+    pub fn with_completion(mut self, mut completion: Completion) -> Self {
+        // hyper may never poll a body that is already at its end (HEAD, 204, empty).
+        completion.finished = self.is_end_stream();
         self.completion = Some(completion);
         self
     }
@@ -173,10 +194,14 @@ impl Body for ResponseBody {
                 .map_err(|never| match never {}),
         };
         match (&polled, &mut this.completion) {
+            (Poll::Ready(None), Some(completion)) => completion.finished = true,
             (Poll::Ready(Some(Ok(frame))), Some(completion)) => {
                 if let Some(data) = frame.data_ref() {
                     completion.bytes += data.len() as u64;
                 }
+                // hyper stops polling once the body says it is at its end, so the
+                // final `None` may never be seen.
+                completion.finished = this.content.is_end_stream();
             }
             (Poll::Ready(Some(Err(err))), Some(completion)) if err.is::<BodyStalled>() => {
                 let pool = completion.snapshot.pool(&completion.decision);
@@ -188,10 +213,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.content {
-            Content::Upstream(upstream) => upstream.body.is_end_stream(),
-            Content::Local(full) => full.is_end_stream(),
-        }
+        self.content.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -7,12 +7,12 @@ use http::{Response, StatusCode};
 use http_body_util::LengthLimitError;
 
 use super::body::ResponseBody;
-use crate::metrics::ErrorKind;
+use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("upstream connect failed: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] UpstreamError),
     #[error("no available endpoint in the pool")]
     NoEndpoint,
     #[error("upstream did not answer within the request timeout")]
@@ -20,7 +20,7 @@ pub enum GatewayError {
     #[error("request body exceeds limits.max_body_bytes")]
     BodyTooLarge,
     #[error("upstream request failed: {0}")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    Upstream(#[source] UpstreamError),
     /// The gateway refuses the request itself (a CONNECT, a head it cannot forward).
     #[error("refused: {text}")]
     Refused {
@@ -30,32 +30,20 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// Sorts a client error: a body that ran over the limit surfaces as a client
-    /// error too, and is the client's fault, not the upstream's.
-    pub fn from_client(err: hyper_util::client::legacy::Error) -> Self {
-        if err.is_connect() {
-            return GatewayError::Connect(err);
+    /// Sorts an upstream failure: a request body that ran over the limit surfaces as
+    /// a send error too, and is the client's fault, not the upstream's.
+    pub fn from_upstream(error: UpstreamError) -> Self {
+        if error.is_connect() {
+            return GatewayError::Connect(error);
         }
-        let mut source = err.source();
+        let mut source = error.source();
         while let Some(cause) = source {
             if cause.is::<LengthLimitError>() {
                 return GatewayError::BodyTooLarge;
             }
             source = cause.source();
         }
-        GatewayError::Upstream(err)
-    }
-
-    /// The `graygate_upstream_errors_total` kind, for failures that are the upstream's.
-    pub fn upstream_kind(&self) -> Option<ErrorKind> {
-        match self {
-            GatewayError::Connect(_) => Some(ErrorKind::Connect),
-            GatewayError::Timeout => Some(ErrorKind::Timeout),
-            GatewayError::Upstream(err) => Some(upstream_failure_kind(err)),
-            GatewayError::NoEndpoint
-            | GatewayError::BodyTooLarge
-            | GatewayError::Refused { .. } => None,
-        }
+        GatewayError::Upstream(error)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -88,20 +76,4 @@ impl GatewayError {
         );
         response
     }
-}
-
-/// A response the upstream could not frame is a protocol error; a connection that
-/// broke or closed mid-exchange is a reset.
-fn upstream_failure_kind(err: &hyper_util::client::legacy::Error) -> ErrorKind {
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
-            if hyper_err.is_parse() || hyper_err.is_parse_status() || hyper_err.is_parse_too_large()
-            {
-                return ErrorKind::Protocol;
-            }
-        }
-        source = cause.source();
-    }
-    ErrorKind::Reset
 }

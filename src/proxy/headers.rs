@@ -3,14 +3,12 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::uri::{Authority, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Uri};
 use http::Version;
 
-use super::error::GatewayError;
 use super::ClientConnection;
 use crate::routing::Decision;
 use crate::snapshot::Snapshot;
-use crate::upstream::Pool;
 
 pub const X_GRAYGATE_POOL: HeaderName = HeaderName::from_static("x-graygate-pool");
 pub const X_GRAYGATE_RULE: HeaderName = HeaderName::from_static("x-graygate-rule");
@@ -71,11 +69,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Rewrites a client request head into the upstream request head, in place.
 pub fn to_upstream(
     head: &mut Parts,
-    endpoint: &Authority,
     client: &ClientConnection,
-    pool: &Pool,
+    pool: &HeaderValue,
     rule: &HeaderValue,
-) -> Result<(), GatewayError> {
+) {
     let headers = &mut head.headers;
     // The host the client asked for: the target's authority when it has one (HTTP/2's
     // :authority, or an absolute-form HTTP/1.1 target, which RFC 9112 §3.2.2 says
@@ -94,22 +91,26 @@ pub fn to_upstream(
     append_forwarded_for(headers, &client.remote_ip);
     headers.insert(X_FORWARDED_PROTO, client.scheme.clone());
     append_via(headers, head.version);
-    headers.insert(X_GRAYGATE_POOL, pool.name_header.clone());
+    headers.insert(X_GRAYGATE_POOL, pool.clone());
     headers.insert(X_GRAYGATE_RULE, rule.clone());
 
-    let mut uri = std::mem::take(&mut head.uri).into_parts();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(endpoint.clone());
-    if uri.path_and_query.is_none() {
-        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    head.uri = Uri::from_parts(uri).map_err(|_| GatewayError::Refused {
-        status: http::StatusCode::BAD_REQUEST,
-        text: "400 bad request: the request target cannot be forwarded\n",
-    })?;
-    // Upstreams speak HTTP/1.1, whatever the client spoke.
+    // Upstreams get the origin form (`/path?query`) over HTTP/1.1, whatever the client
+    // sent; `OPTIONS *` keeps its asterisk.
+    let target = match head.uri.path_and_query() {
+        Some(pq) => pq.clone(),
+        None => PathAndQuery::from_static("/"),
+    };
+    head.uri = Uri::from(target);
     head.version = Version::HTTP_11;
-    Ok(())
+}
+
+/// An HTTP/1.0 client may send no Host; the upstream then gets the endpoint's.
+pub fn ensure_host(headers: &mut HeaderMap, endpoint: &Authority) {
+    if !headers.contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(endpoint.as_str()) {
+            headers.insert(header::HOST, host);
+        }
+    }
 }
 
 /// A client must not be able to tell the upstream which pool or rule it came through.

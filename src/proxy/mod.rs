@@ -1,13 +1,15 @@
 //! The life of one request, in named phases:
 //!
 //! 1. **decide**: run the rule chain on the request, pick the pool;
-//! 2. **admit**: refuse what must not go upstream (a body over the limit);
-//! 3. **upstream request**: pick an endpoint, rewrite the head for the upstream;
-//! 4. **forward**: send it over the pooled client, bounded by `request_timeout`;
+//! 2. **admit**: refuse what must not go upstream (CONNECT, a body over the limit);
+//! 3. **upstream request**: rewrite the head for the upstream;
+//! 4. **forward**: pick an available endpoint and send, retrying on another endpoint
+//!    only when that cannot duplicate the request, all within `request_timeout`;
 //! 5. **respond**: clean the upstream's head, add decision headers, stream the body;
-//!    or answer a short gateway error (502, 504, 413) that never leaves the client hanging;
+//!    or answer a short gateway error (502, 503, 504, 413) that never leaves the
+//!    client hanging;
 //! 6. **record**: when the body is done, count the request and its duration for the
-//!    pool and write the access-log line.
+//!    pool, write the access-log line, and return the upstream connection for reuse.
 //!
 //! Each phase is a plain function of the snapshot the request loaded at its start, so
 //! a reload in the middle of a request cannot mix two configs.
@@ -20,8 +22,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{HeaderValue, Request, Response};
-use http_body_util::Limited;
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::debug;
 
@@ -29,10 +31,14 @@ pub use body::{AccessStart, Completion, ResponseBody};
 pub use error::GatewayError;
 
 use crate::config::model::Fallback;
+use crate::metrics::ErrorKind;
 use crate::routing::{Decision, RequestView};
 use crate::shared::Shared;
 use crate::snapshot::{LiveConfig, Snapshot};
-use crate::upstream::InFlight;
+use crate::upstream::{self, Endpoint, InFlight, RequestBody, UpstreamConnection, UpstreamError};
+
+/// Retries of one request, on other endpoints, beyond its first attempt.
+pub const MAX_RETRIES: usize = 2;
 
 /// Per-connection facts the proxy needs for every request on it.
 #[derive(Debug, Clone)]
@@ -60,6 +66,14 @@ impl ClientConnection {
 pub struct Proxy {
     config: Arc<LiveConfig>,
     shared: Arc<Shared>,
+}
+
+/// Where a forwarded request ended up: the endpoint it counts against and the
+/// connection its response arrives on.
+#[derive(Debug, Default)]
+struct Upstream {
+    in_flight: Option<InFlight>,
+    connection: Option<UpstreamConnection>,
 }
 
 impl Proxy {
@@ -95,25 +109,15 @@ impl Proxy {
         });
 
         // Phases 2 to 5.
-        let mut in_flight = None;
-        let outcome = forward(&snapshot, &mut decision, request, client, &mut in_flight).await;
-        if let Some(endpoint) = &in_flight {
-            let healthy = outcome.as_ref().map_or_else(
-                |e| e.upstream_kind().is_none(),
-                |r| !r.status().is_server_error(),
-            );
-            snapshot.pool(&decision).report(endpoint, healthy);
-        }
-        let mut response = match outcome {
-            Ok(response) => response,
-            Err(err) => {
-                if let Some(kind) = err.upstream_kind() {
-                    snapshot.pool(&decision).metrics.upstream_error(kind);
+        let mut upstream = Upstream::default();
+        let mut response =
+            match forward(&snapshot, &mut decision, request, client, &mut upstream).await {
+                Ok(response) => response,
+                Err(err) => {
+                    debug!(pool = &*snapshot.pool(&decision).name, error = %err, "gateway error");
+                    err.response()
                 }
-                debug!(pool = &*snapshot.pool(&decision).name, error = %err, "gateway error");
-                err.response()
-            }
-        };
+            };
         if snapshot.settings.decision_headers {
             headers::add_decision(response.headers_mut(), &snapshot, &decision);
         }
@@ -126,7 +130,9 @@ impl Proxy {
             started,
             status,
             bytes: 0,
-            in_flight,
+            in_flight: upstream.in_flight,
+            connection: upstream.connection,
+            finished: false,
             access,
         };
         response.map(|body| body.with_completion(completion))
@@ -139,33 +145,17 @@ pub fn decide(snapshot: &Snapshot, request: &Request<Incoming>) -> Decision {
     snapshot.chain.decide(view, &mut fastrand::f64)
 }
 
-/// The chosen pool has no available endpoint. With `fallback = "stable"` the stable
-/// pool takes the request (counted on `graygate_fallbacks_total`), so a broken canary
-/// never takes users down; otherwise, or if the stable pool is down too, 503.
-fn fall_back(snapshot: &Snapshot, decision: &mut Decision) -> Result<InFlight, GatewayError> {
-    let stable = snapshot.chain.stable();
-    if snapshot.settings.fallback == Fallback::Stable && decision.pool != stable {
-        if let Some(endpoint) = snapshot.pools[stable.0].start_request() {
-            snapshot.pool(decision).metrics.fallbacks.inc();
-            decision.pool = stable;
-            return Ok(endpoint);
-        }
-    }
-    Err(GatewayError::NoEndpoint)
-}
-
-/// Phases 2 to 5 for a decided request. The chosen endpoint is left in `in_flight`,
-/// so the request stays counted against it until the response body is done.
+/// Phases 2 to 5 for a decided request.
 async fn forward(
     snapshot: &Snapshot,
     decision: &mut Decision,
     request: Request<Incoming>,
     client: &ClientConnection,
-    in_flight: &mut Option<InFlight>,
+    upstream: &mut Upstream,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // Phase 2: admit. A declared length over the limit is refused before any upstream
-    // work; a chunked body is cut off by `Limited` as it streams.
-    if request.method() == http::Method::CONNECT {
+    // work; a chunked body is cut off by the limit as it streams.
+    if request.method() == Method::CONNECT {
         return Err(GatewayError::Refused {
             status: http::StatusCode::METHOD_NOT_ALLOWED,
             text: "405 method not allowed: CONNECT is not proxied\n",
@@ -176,33 +166,35 @@ async fn forward(
         return Err(GatewayError::BodyTooLarge);
     }
 
-    // Phase 3: the upstream request, to an available endpoint of the chosen pool or,
-    // when it has none, per `routing.fallback`.
-    let endpoint = match snapshot.pool(decision).start_request() {
-        Some(endpoint) => endpoint,
-        None => fall_back(snapshot, decision)?,
-    };
-    let pool = snapshot.pool(decision);
-    let endpoint = in_flight.insert(endpoint);
+    // Phase 3: the upstream request.
     let (mut head, body) = request.into_parts();
+    let pool = snapshot.pool(decision);
     headers::to_upstream(
         &mut head,
-        &endpoint.authority,
         client,
-        pool,
+        &pool.name_header,
         snapshot.rule_header(decision),
-    )?;
-    let body = Limited::new(body, limit.try_into().unwrap_or(usize::MAX));
-    let upstream_request = Request::from_parts(head, body);
+    );
+    let request = Request::from_parts(head, RequestBody::new(body, limit));
 
-    // Phase 4: forward, bounded by the request timeout up to the response head.
-    let response = tokio::time::timeout(
+    // Phase 4: forward, the retries included, within the request timeout.
+    let mut attempted: Option<Arc<Endpoint>> = None;
+    let sent = tokio::time::timeout(
         snapshot.settings.request_timeout,
-        pool.client.request(upstream_request),
+        send_with_retries(snapshot, decision, request, upstream, &mut attempted),
     )
-    .await
-    .map_err(|_| GatewayError::Timeout)?
-    .map_err(GatewayError::from_client)?;
+    .await;
+    let response = match sent {
+        Ok(result) => result?,
+        Err(_elapsed) => {
+            let pool = snapshot.pool(decision);
+            pool.metrics.upstream_error(ErrorKind::Timeout);
+            if let Some(endpoint) = &attempted {
+                pool.report(endpoint, false);
+            }
+            return Err(GatewayError::Timeout);
+        }
+    };
 
     // Phase 5: the response head cleaned; the body streams back.
     let (mut head, body) = response.into_parts();
@@ -211,4 +203,140 @@ async fn forward(
         head,
         ResponseBody::upstream(body, snapshot.settings.request_timeout),
     ))
+}
+
+/// Sends to an available endpoint; on failure, tries another endpoint of the pool
+/// (or the stable pool, per `routing.fallback`) when that cannot duplicate the request:
+/// nothing of it was sent, or it is idempotent and has no body, so its head can be
+/// sent again. A streamed body is never resent. `attempted` names the endpoint of the
+/// attempt under way, for the caller to blame if the deadline passes.
+async fn send_with_retries(
+    snapshot: &Snapshot,
+    decision: &mut Decision,
+    mut request: Request<RequestBody>,
+    upstream: &mut Upstream,
+    attempted: &mut Option<Arc<Endpoint>>,
+) -> Result<Response<Incoming>, GatewayError> {
+    let replay = (is_idempotent(request.method()) && request.body().is_empty())
+        .then(|| Replay::of(&request));
+    let mut failed: Vec<Arc<Endpoint>> = Vec::new();
+    let mut last_error: Option<UpstreamError> = None;
+    loop {
+        let in_flight = match choose_endpoint(snapshot, decision, &failed) {
+            Ok(in_flight) => in_flight,
+            // Nowhere left to retry: the client learns what went wrong upstream.
+            Err(none) => return Err(last_error.map_or(none, GatewayError::from_upstream)),
+        };
+        let pool = snapshot.pool(decision);
+        if last_error.is_some() {
+            pool.metrics.retries.inc();
+        }
+        *attempted = Some(in_flight.endpoint());
+        headers::ensure_host(request.headers_mut(), &in_flight.authority);
+        match upstream::send(&in_flight, pool.connect_timeout, request).await {
+            Ok((response, connection)) => {
+                pool.report(&in_flight, !response.status().is_server_error());
+                upstream.in_flight = Some(in_flight);
+                upstream.connection = Some(connection);
+                return Ok(response);
+            }
+            Err(failure) => {
+                pool.report(&in_flight, false);
+                pool.metrics.upstream_error(error_kind(&failure.error));
+                let again = failure
+                    .request
+                    .or_else(|| replay.as_ref().map(Replay::request));
+                match again {
+                    Some(next) if failed.len() < MAX_RETRIES => {
+                        debug!(pool = &*pool.name, endpoint = &*in_flight.address, error = %failure.error, "trying another endpoint");
+                        failed.push(in_flight.endpoint());
+                        last_error = Some(failure.error);
+                        request = next;
+                    }
+                    _ => return Err(GatewayError::from_upstream(failure.error)),
+                }
+            }
+        }
+    }
+}
+
+/// An available endpoint of the decided pool not yet failed on; when there is none,
+/// the stable pool's under `fallback = "stable"` (counted, and the decision now names
+/// the stable pool), so a broken canary never takes users down. Otherwise 503.
+fn choose_endpoint(
+    snapshot: &Snapshot,
+    decision: &mut Decision,
+    failed: &[Arc<Endpoint>],
+) -> Result<InFlight, GatewayError> {
+    if let Some(endpoint) = snapshot.pool(decision).start_request_avoiding(failed) {
+        return Ok(endpoint);
+    }
+    let stable = snapshot.chain.stable();
+    if snapshot.settings.fallback == Fallback::Stable && decision.pool != stable {
+        if let Some(endpoint) = snapshot.pools[stable.0].start_request_avoiding(failed) {
+            snapshot.pool(decision).metrics.fallbacks.inc();
+            decision.pool = stable;
+            return Ok(endpoint);
+        }
+    }
+    Err(GatewayError::NoEndpoint)
+}
+
+fn error_kind(error: &UpstreamError) -> ErrorKind {
+    match error {
+        UpstreamError::ConnectTimeout | UpstreamError::Connect(_) => ErrorKind::Connect,
+        UpstreamError::Http(err)
+            if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() =>
+        {
+            ErrorKind::Protocol
+        }
+        UpstreamError::Http(err) if err.is_timeout() => ErrorKind::Timeout,
+        UpstreamError::Http(_) => ErrorKind::Reset,
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The head of a bodiless idempotent request, kept so it can be sent again after an
+/// upstream reset it.
+struct Replay {
+    method: Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<RequestBody>) -> Self {
+        Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut head = Request::new(RequestBody::Empty).into_parts().0;
+        let Parts {
+            method,
+            uri,
+            version,
+            headers,
+            ..
+        } = &mut head;
+        (*method, *uri, *version, *headers) = (
+            self.method.clone(),
+            self.uri.clone(),
+            self.version,
+            self.headers.clone(),
+        );
+        Request::from_parts(head, RequestBody::Empty)
+    }
 }

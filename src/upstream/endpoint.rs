@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::uri::Authority;
 
+use super::client::IdleConnections;
 use super::health::Health;
 
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Endpoint {
     /// `health`.
     pub(super) down_until: AtomicU64,
     pub(super) health: Health,
+    /// Keep-alive connections waiting for the next request.
+    pub(super) idle: IdleConnections,
 }
 
 impl Endpoint {
@@ -29,6 +32,7 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             down_until: AtomicU64::new(0),
             health: Health::default(),
+            idle: IdleConnections::default(),
         }
     }
 

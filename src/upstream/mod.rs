@@ -9,7 +9,7 @@ mod pool;
 mod registry;
 
 pub use balance::Balancer;
-pub use client::{Clients, UpstreamClient, UpstreamRequestBody};
+pub use client::{send, RequestBody, SendFailure, UpstreamConnection, UpstreamError, IDLE_TIMEOUT};
 pub use endpoint::{parse_endpoint, Endpoint, InFlight};
 pub use pool::Pool;
 pub use registry::EndpointRegistry;

@@ -1,11 +1,11 @@
 //! A named group of interchangeable endpoints (`blue`, `green`, `canary`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 
 use super::balance::Balancer;
-use super::client::UpstreamClient;
 use super::endpoint::{Endpoint, InFlight};
 use super::health;
 use crate::metrics::PoolMetrics;
@@ -16,7 +16,7 @@ pub struct Pool {
     pub version: Option<Box<str>>,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
-    pub client: UpstreamClient,
+    pub connect_timeout: Duration,
     /// The pool's name as a header value, built once for `x-graygate-pool`.
     pub name_header: HeaderValue,
     /// Recording handles, resolved when the config compiled.
@@ -27,17 +27,24 @@ impl Pool {
     /// Picks an available endpoint and counts the request against it; `None` when
     /// every endpoint is marked down.
     pub fn start_request(&self) -> Option<InFlight> {
+        self.start_request_avoiding(&[])
+    }
+
+    /// As [`Pool::start_request`], skipping endpoints a retry has already failed on.
+    pub fn start_request_avoiding(&self, failed: &[Arc<Endpoint>]) -> Option<InFlight> {
+        let usable =
+            |e: &Arc<Endpoint>| e.is_available() && !failed.iter().any(|f| Arc::ptr_eq(f, e));
         let picked = self.balancer.pick(&self.endpoints);
-        if picked.is_available() {
+        if usable(picked) {
             return Some(picked.start());
         }
-        // Some endpoint is down: take the next available one from a random start, so
-        // the load of the down endpoint spreads instead of landing on its neighbour.
+        // Take the next usable one from a random start, so the load of a down endpoint
+        // spreads instead of landing on its neighbour.
         let n = self.endpoints.len();
         let start = fastrand::usize(..n);
         (0..n)
             .map(|i| &self.endpoints[(start + i) % n])
-            .find(|e| e.is_available())
+            .find(|e| usable(e))
             .map(|e| e.start())
     }
 
