@@ -17,6 +17,15 @@ use crate::config::model::ConfigFile;
 use crate::proxy::{ClientConnection, Proxy};
 use crate::shutdown::Shutdown;
 
+/// Streams one HTTP/2 connection may have open at once (nginx: 128, Envoy: 100).
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams reset by the client before the server accepted them (h2's default: 20).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the server had to reset for the client's errors (h2's default: 1024).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Ping an idle HTTP/2 client this often, and drop it if the ping is not answered.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
 /// Connection-level settings. They are fixed when the listener starts: a reload
 /// changes routing, pools and per-request limits, never the listener.
 #[derive(Debug, Clone)]
@@ -87,7 +96,7 @@ pub async fn serve(
         });
         let connection = graceful.watch(
             builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned(),
         );
         tokio::spawn(async move {
@@ -115,9 +124,17 @@ fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor>
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes);
+    // HTTP/2: bounded streams per connection, and hyper's guards against rapid reset
+    // (CVE-2023-44487): a client that opens and resets streams faster than they are
+    // accepted, or keeps provoking stream errors, loses its connection.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
     builder
 }

@@ -17,6 +17,7 @@
 mod body;
 mod error;
 mod headers;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -168,6 +169,7 @@ async fn forward(
 
     // Phase 3: the upstream request.
     let (mut head, body) = request.into_parts();
+    let upgrade = upgrade::take(&mut head);
     let pool = snapshot.pool(decision);
     headers::to_upstream(
         &mut head,
@@ -175,6 +177,9 @@ async fn forward(
         &pool.name_header,
         snapshot.rule_header(decision),
     );
+    if let Some(upgrade) = &upgrade {
+        upgrade::restore_request_headers(&mut head.headers, upgrade);
+    }
     let request = Request::from_parts(head, RequestBody::new(body, limit));
 
     // Phase 4: forward, the retries included, within the request timeout.
@@ -184,7 +189,7 @@ async fn forward(
         send_with_retries(snapshot, decision, request, upstream, &mut attempted),
     )
     .await;
-    let response = match sent {
+    let mut response = match sent {
         Ok(result) => result?,
         Err(_elapsed) => {
             let pool = snapshot.pool(decision);
@@ -196,7 +201,15 @@ async fn forward(
         }
     };
 
-    // Phase 5: the response head cleaned; the body streams back.
+    // Phase 5: a 101 becomes a tunnel; any other head is cleaned and its body streams
+    // back. An upgraded connection is the tunnel's now, never reused.
+    if let Some(upgrade) = upgrade {
+        if upgrade::tunnel(upgrade, &mut response) {
+            upstream.connection = None;
+            return Ok(response
+                .map(|body| ResponseBody::upstream(body, snapshot.settings.request_timeout)));
+        }
+    }
     let (mut head, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut head.headers);
     Ok(Response::from_parts(

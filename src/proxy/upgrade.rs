@@ -1,0 +1,74 @@
+//! Protocol upgrades (WebSocket over HTTP/1.1): the upgrade headers go to the
+//! upstream, and only when the upstream answers 101 does the connection become a
+//! byte tunnel. Any other answer is an ordinary response, and a request pipelined
+//! behind the upgrade request stays an ordinary request, never tunnelled raw.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+/// A client's request to switch protocols.
+pub struct UpgradeRequest {
+    protocol: HeaderValue,
+    client: OnUpgrade,
+}
+
+/// Takes the upgrade out of an HTTP/1.1 request that asks for one (`Connection:
+/// upgrade` and `Upgrade`), before its hop-by-hop headers are stripped.
+pub fn take(head: &mut Parts) -> Option<UpgradeRequest> {
+    if head.version != Version::HTTP_11 || !connection_has_upgrade(&head.headers) {
+        return None;
+    }
+    let protocol = head.headers.get(header::UPGRADE)?.clone();
+    let client = head.extensions.remove::<OnUpgrade>()?;
+    Some(UpgradeRequest { protocol, client })
+}
+
+fn connection_has_upgrade(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    })
+}
+
+/// Puts the upgrade headers back on the upstream request.
+pub fn restore_request_headers(headers: &mut HeaderMap, upgrade: &UpgradeRequest) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade.protocol.clone());
+}
+
+/// If the upstream switched protocols, joins the two upgraded connections in a
+/// tunnel, puts the upgrade headers back on the 101 for the client, and returns true.
+pub fn tunnel(upgrade: UpgradeRequest, response: &mut Response<Incoming>) -> bool {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return false;
+    }
+    let upstream = hyper::upgrade::on(&mut *response);
+    let protocol = response
+        .headers()
+        .get(header::UPGRADE)
+        .cloned()
+        .unwrap_or(upgrade.protocol);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    response.headers_mut().insert(header::UPGRADE, protocol);
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(upgrade.client, upstream) {
+            Ok(both) => both,
+            Err(err) => return debug!(error = %err, "upgrade failed"),
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
+            Err(err) => debug!(error = %err, "upgraded connection ended with an error"),
+        }
+    });
+    true
+}
