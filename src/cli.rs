@@ -21,6 +21,7 @@ use crate::server::{self, ServerSettings};
 use crate::shared::Shared;
 use crate::shutdown;
 use crate::snapshot::Snapshot;
+use crate::upstream::active;
 use crate::{admin, watch};
 
 #[derive(Debug, Parser)]
@@ -227,6 +228,7 @@ fn run(path: PathBuf) -> ExitCode {
             Arc::clone(&reloader),
             shutdown.clone(),
         ));
+        tokio::spawn(active::run(Arc::clone(reloader.live()), shutdown.clone()));
         info!(
             listen = %listener.local_addr().unwrap_or(listen),
             admin = %admin_address,

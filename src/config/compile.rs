@@ -235,6 +235,9 @@ impl Compiler<'_> {
                 self.error(path.key("endpoints"), "a pool needs at least one endpoint");
                 ok = false;
             }
+            if let Some(check) = &pool.health_check {
+                ok &= self.health_check(check, path.key("health_check"));
+            }
             if pool.connect_timeout.is_zero() {
                 self.error(path.key("connect_timeout"), "must be greater than 0");
                 ok = false;
@@ -271,11 +274,38 @@ impl Compiler<'_> {
                 endpoints,
                 balancer: Balancer::new(pool.lb),
                 connect_timeout: pool.connect_timeout,
+                health_check: pool.health_check.clone(),
                 metrics: self.pool_series(name, pool.version.as_deref(), &file.routing.stable),
                 name_header: HeaderValue::from_str(name).expect("pool names are validated"),
             });
         }
         ok.then_some(pools)
+    }
+
+    fn health_check(&mut self, check: &model::HealthCheck, path: KeyPath) -> bool {
+        let before = self.errors.len();
+        if !check.path.starts_with('/')
+            || http::uri::PathAndQuery::try_from(check.path.as_str()).is_err()
+        {
+            self.error(
+                path.key("path"),
+                format!("`{}` is not a request path like /healthz", check.path),
+            );
+        }
+        for (key, value) in [("interval", check.interval), ("timeout", check.timeout)] {
+            if value.is_zero() {
+                self.error(path.key(key), "must be greater than 0");
+            }
+        }
+        if check.timeout > check.interval {
+            self.error(path.key("timeout"), "must not exceed the interval");
+        }
+        for (key, value) in [("fall", check.fall), ("rise", check.rise)] {
+            if value == 0 {
+                self.error(path.key(key), "must be at least 1");
+            }
+        }
+        self.errors.len() == before
     }
 
     fn pool_ref(

@@ -99,6 +99,26 @@ pub struct Pool {
     pub lb: LoadBalancing,
     #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Active health checks; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// An HTTP GET to each endpoint every `interval`: a 2xx or 3xx within `timeout` passes.
+/// `fall` failures in a row mark the endpoint down, `rise` passes mark it up again.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    #[serde(default = "defaults::health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "defaults::health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "defaults::health_fall")]
+    pub fall: u32,
+    #[serde(default = "defaults::health_rise")]
+    pub rise: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -281,6 +301,21 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         20_000
+    }
+    pub fn health_path() -> String {
+        "/healthz".to_string()
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn health_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn health_fall() -> u32 {
+        3
+    }
+    pub fn health_rise() -> u32 {
+        2
     }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(2)

@@ -41,9 +41,11 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Whether the endpoint may take requests (it is not marked down).
+    /// Whether the endpoint may take requests: neither ejected by passive health nor
+    /// marked down by active checks.
     pub fn is_available(&self) -> bool {
-        self.down_until.load(Ordering::Relaxed) <= super::health::now_millis()
+        !self.health.active.down.load(Ordering::Relaxed)
+            && self.down_until.load(Ordering::Relaxed) <= super::health::now_millis()
     }
 
     /// Counts a request as in flight until the returned guard drops.

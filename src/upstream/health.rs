@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::active::ActiveState;
 use super::endpoint::Endpoint;
 
 /// Consecutive failures that eject an endpoint.
@@ -22,11 +23,13 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 /// At most this share of a pool's endpoints is ejected at once (at least one may be).
 pub const MAX_EJECTED_PERCENT: usize = 50;
 
-/// Failure counts of one endpoint; its down-until time lives on the endpoint.
+/// Health state of one endpoint; its passive down-until time lives on the endpoint.
 #[derive(Debug, Default)]
 pub(super) struct Health {
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
+    /// Active checks' verdict.
+    pub(super) active: ActiveState,
 }
 
 /// Milliseconds on a process-wide monotonic clock, for lock-free down-until stamps.

@@ -1,6 +1,7 @@
 //! Upstream pools: their endpoints, how one is picked, and the HTTP client that
 //! carries requests to them.
 
+pub mod active;
 mod balance;
 mod client;
 mod endpoint;

@@ -8,6 +8,7 @@ use http::HeaderValue;
 use super::balance::Balancer;
 use super::endpoint::{Endpoint, InFlight};
 use super::health;
+use crate::config::model::HealthCheck;
 use crate::metrics::PoolMetrics;
 
 #[derive(Debug)]
@@ -17,6 +18,7 @@ pub struct Pool {
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
     pub connect_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
     /// The pool's name as a header value, built once for `x-graygate-pool`.
     pub name_header: HeaderValue,
     /// Recording handles, resolved when the config compiled.
