@@ -185,6 +185,7 @@ fn run(path: PathBuf) -> ExitCode {
         snapshot.file.server.admin_listen,
     );
     let settings = ServerSettings::from_config(&snapshot.file);
+    let tls_listen = snapshot.file.server.tls.as_ref().map(|tls| tls.listen);
     drop(snapshot);
     with_runtime(workers, async move {
         let (listener, admin_listener) = match (
@@ -200,6 +201,16 @@ fn run(path: PathBuf) -> ExitCode {
                 error!(%admin_listen, error = %err, "cannot listen (admin)");
                 return ExitCode::from(1);
             }
+        };
+        let tls_listener = match tls_listen {
+            None => None,
+            Some(address) => match TcpListener::bind(address).await {
+                Ok(listener) => Some(listener),
+                Err(err) => {
+                    error!(%address, error = %err, "cannot listen (TLS)");
+                    return ExitCode::from(1);
+                }
+            },
         };
         let (trigger, shutdown) = shutdown::channel();
         let background = (
@@ -229,16 +240,22 @@ fn run(path: PathBuf) -> ExitCode {
             shutdown.clone(),
         ));
         tokio::spawn(active::run(Arc::clone(reloader.live()), shutdown.clone()));
+        let tls_address = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
         info!(
             listen = %listener.local_addr().unwrap_or(listen),
             admin = %admin_address,
+            tls = tls_address.map(|a| a.to_string()),
             "graygate serving"
         );
         let proxy = Arc::new(Proxy::new(
             Arc::clone(reloader.live()),
             Arc::clone(reloader.shared()),
         ));
-        server::serve(listener, proxy, settings, shutdown).await;
+        let listeners = server::Listeners {
+            plain: listener,
+            tls: tls_listener,
+        };
+        server::serve(listeners, proxy, settings, shutdown).await;
         ExitCode::SUCCESS
     })
 }

@@ -75,7 +75,16 @@ async fn start(listen: SocketAddr) -> Result<ExitCode, String> {
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(shutdown::on_signals(trigger).map_err(|e| e.to_string())?);
     let proxy = Arc::new(Proxy::new(Arc::new(LiveConfig::new(snapshot)), shared));
-    server::serve(listener, proxy, settings, shutdown).await;
+    server::serve(
+        server::Listeners {
+            plain: listener,
+            tls: None,
+        },
+        proxy,
+        settings,
+        shutdown,
+    )
+    .await;
     Ok(ExitCode::SUCCESS)
 }
 

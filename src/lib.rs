@@ -18,5 +18,6 @@ pub mod server;
 pub mod shared;
 pub mod shutdown;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod watch;

@@ -2,15 +2,17 @@
 //! one listener, with a bounded number of connections and a graceful drain.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::model::ConfigFile;
@@ -53,16 +55,22 @@ struct ConnectionContext {
     client: ClientConnection,
 }
 
+/// The listeners traffic arrives on: plain (HTTP/1.1 and h2c) and, optionally, TLS.
+pub struct Listeners {
+    pub plain: TcpListener,
+    pub tls: Option<TcpListener>,
+}
+
 /// Serves until `shutdown` fires, then stops accepting, lets in-flight requests finish
 /// (HTTP/2 clients get GOAWAY, idle keep-alive connections close) and returns once all
 /// connections are done or `shutdown_timeout` has passed.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
     mut shutdown: Shutdown,
 ) {
-    let builder = connection_builder(&settings);
+    let builder = Arc::new(connection_builder(&settings));
     let graceful = GracefulShutdown::new();
     // Past the limit, new connections wait in the kernel's accept queue.
     let slots = Arc::new(Semaphore::new(settings.max_connections));
@@ -71,49 +79,94 @@ pub async fn serve(
             permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.wait() => break,
         };
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (accepted, tls) = tokio::select! {
+            accepted = listeners.plain.accept() => (accepted, false),
+            accepted = accept_optional(listeners.tls.as_ref()) => (accepted, true),
             _ = shutdown.wait() => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let active = proxy.shared().metrics.active_connections().clone();
         active.inc();
         let context = Arc::new(ConnectionContext {
             proxy: Arc::clone(&proxy),
-            client: ClientConnection::new(remote, false),
+            client: ClientConnection::new(remote, tls),
         });
-        let service = service_fn(move |request| {
-            let context = Arc::clone(&context);
-            async move { Ok::<_, Infallible>(context.proxy.handle(request, &context.client).await) }
-        });
-        let connection = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
+        let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let result = if tls {
+                // The certificate in force now: a reload rotates it for new connections.
+                let Some(config) = context.proxy.config().load().tls.clone() else {
+                    return;
+                };
+                match tokio::time::timeout(
+                    handshake_timeout,
+                    TlsAcceptor::from(config).accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(stream)) => serve_connection(&builder, watcher, stream, context).await,
+                    Ok(Err(err)) => Err(format!("TLS handshake failed: {err}").into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                }
+            } else {
+                serve_connection(&builder, watcher, stream, context).await
+            };
+            if let Err(err) = result {
                 debug!(%remote, error = %err, "client connection ended with an error");
             }
             active.dec();
             drop(permit);
         });
     }
-    drop(listener);
+    drop(listeners);
     info!("stopped accepting; waiting for in-flight requests");
     tokio::select! {
         _ = graceful.shutdown() => info!("all connections closed"),
         _ = tokio::time::sleep(settings.shutdown_timeout) => {
             warn!(timeout = ?settings.shutdown_timeout, "shutdown_timeout passed; closing the remaining connections")
         }
+    }
+}
+
+async fn serve_connection<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: IO,
+    context: Arc<ConnectionContext>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let context = Arc::clone(&context);
+        async move { Ok::<_, Infallible>(context.proxy.handle(request, &context.client).await) }
+    });
+    watcher
+        .watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned(),
+        )
+        .await
+}
+
+/// Accepts on the listener if there is one; never resolves otherwise.
+async fn accept_optional(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 

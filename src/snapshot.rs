@@ -31,6 +31,8 @@ pub struct Snapshot {
     /// `graygate_rule_matches_total{rule="default"}`.
     pub default_matches: Counter,
     pub access_log: Option<AccessLog>,
+    /// The TLS listener's certificate and settings, when `[server.tls]` is set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The metric series this config created.
     pub series: Series,
     pub settings: Settings,

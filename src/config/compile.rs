@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{HeaderName, HeaderValue};
@@ -84,6 +85,7 @@ impl Compiler<'_> {
         self.fingerprint
             .update(serde_json::to_vec(file).expect("the config serializes"));
         let access_log = self.access_log(&file.log);
+        let tls = self.tls(file.server.tls.as_ref());
         let pools = self.pools(file);
         let pool_ids: HashMap<&str, PoolId> = file
             .pools
@@ -102,7 +104,8 @@ impl Compiler<'_> {
         let mut watched = vec![self.source.path.clone()];
         let rules = self.rules(file, &pool_ids, &sources, &ua, &mut watched);
 
-        let (pools, stable, rules, ua, access_log) = (pools?, stable?, rules?, ua?, access_log?);
+        let (pools, stable, rules, ua, access_log, tls) =
+            (pools?, stable?, rules?, ua?, access_log?, tls?);
         let pool_names: Vec<Box<str>> = file.pools.keys().map(|n| n.as_str().into()).collect();
         let rule_matches = rules
             .iter()
@@ -122,6 +125,10 @@ impl Compiler<'_> {
             rule_matches,
             default_matches,
             access_log,
+            tls: tls.map(|(config, files)| {
+                watched.extend(files);
+                config
+            }),
             settings: Settings {
                 decision_headers: file.routing.decision_headers,
                 fallback: file.routing.fallback,
@@ -176,6 +183,57 @@ impl Compiler<'_> {
                     KeyPath::root().key("log").key("access"),
                     format!("cannot open {}: {err}", path.display()),
                 );
+                None
+            }
+        }
+    }
+
+    /// `[server.tls]`: the certificate chain and key, read and checked now, so a bad
+    /// pair is a config error (and a rejected reload) rather than failed handshakes.
+    #[allow(clippy::type_complexity)]
+    fn tls(
+        &mut self,
+        tls: Option<&model::Tls>,
+    ) -> Option<Option<(Arc<rustls::ServerConfig>, [PathBuf; 2])>> {
+        let Some(tls) = tls else {
+            return Some(None);
+        };
+        let path = KeyPath::root().key("server").key("tls");
+        let (cert_file, key_file) = (
+            self.source.base_dir().join(&tls.cert),
+            self.source.base_dir().join(&tls.key),
+        );
+        let cert_pem = self.read_pem(&cert_file, path.key("cert"));
+        let key_pem = self.read_pem(&key_file, path.key("key"));
+        let (cert_pem, key_pem) = (cert_pem?, key_pem?);
+        match crate::tls::server_config(&cert_pem, &key_pem) {
+            Ok(config) => Some(Some((config, [cert_file, key_file]))),
+            Err(crate::tls::TlsError::Certificate(why)) => {
+                self.error(path.key("cert"), format!("{}: {why}", cert_file.display()));
+                None
+            }
+            Err(crate::tls::TlsError::Key(why)) => {
+                self.error(path.key("key"), format!("{}: {why}", key_file.display()));
+                None
+            }
+            Err(crate::tls::TlsError::Pair(why)) => {
+                self.error(
+                    path,
+                    format!("the certificate and key do not form a usable pair: {why}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn read_pem(&mut self, file: &Path, path: KeyPath) -> Option<Vec<u8>> {
+        match std::fs::read(file) {
+            Ok(pem) => {
+                self.fingerprint.update(&pem);
+                Some(pem)
+            }
+            Err(err) => {
+                self.error(path, format!("cannot read {}: {err}", file.display()));
                 None
             }
         }

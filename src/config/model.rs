@@ -47,6 +47,21 @@ pub struct Server {
     pub workers: usize,
     #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// A TLS listener beside the plain one; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// TLS 1.2 and 1.3 with ALPN `h2` and `http/1.1`. The certificate and key are read
+/// on every reload (a bad pair is a rejected reload); the listener is bound at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first; relative to the config file.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1); relative to the config file.
+    pub key: PathBuf,
 }
 
 impl Default for Server {
@@ -56,6 +71,7 @@ impl Default for Server {
             admin_listen: defaults::admin_listen(),
             workers: 0,
             shutdown_timeout: defaults::shutdown_timeout(),
+            tls: None,
         }
     }
 }

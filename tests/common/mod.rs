@@ -70,10 +70,12 @@ impl Gateway {
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = serving_address(&line) {
+                // Stored before the start is signalled, so `logs()` has the line.
+                let serving = serving_address(&line);
+                sink.lock().unwrap().push(line);
+                if let Some(addr) = serving {
                     let _ = tx.send(addr);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let (addr, admin) = match rx.recv_timeout(STEP) {
