@@ -14,7 +14,8 @@
 //! - `POST /admin/reload` with nothing changed, which reads, parses and compiles
 //!   the whole config and whitelist but swaps nothing: the compile cost alone;
 //! - request latency (p50, p99, max) of closed-loop keep-alive clients without
-//!   reloads, then with a reload every 200 ms.
+//!   reloads and with a reload every 200 ms (a rename-over flipping `routing.stable`),
+//!   in alternating slices after a warm-up.
 //!
 //! The benchmark does not build the gateway: it runs `target/release/graygate`
 //! (or `$CARGO_TARGET_DIR/release/graygate`, or `$GRAYGATE_BIN`).
@@ -24,7 +25,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,7 +42,11 @@ const RULES: usize = 1_000;
 const WHITELIST_KEYS: usize = 10_000;
 const SWAP_RUNS: usize = 7;
 const CLIENTS: usize = 4;
-const PHASE: Duration = Duration::from_secs(5);
+/// Each phase is measured in slices that alternate with the other phase's, so a
+/// noisy neighbour on the machine weighs on both alike.
+const SLICE: Duration = Duration::from_secs(2);
+const SLICES: u32 = 3;
+const WARM_UP: Duration = Duration::from_secs(1);
 const RELOAD_EVERY: Duration = Duration::from_millis(200);
 /// No single wait in the benchmark may take longer.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -155,19 +160,25 @@ async fn run(binary: PathBuf) {
         compiles.push(started.elapsed());
     }
 
-    // 3. Latency without reloads, then with a reload every 200 ms.
-    let quiet = load(&url, None::<fn(usize)>).await;
-    let generation_before = generation(&client, &admin).await;
-    let flipper = {
+    // 3. Latency without reloads and with a reload every 200 ms, in alternating slices.
+    let flip: Flip = {
         let path = config_path.clone();
         let variants = [make("green"), make("blue")];
-        Some(move |n: usize| {
+        let flips = AtomicUsize::new(0);
+        Arc::new(move || {
+            let n = flips.fetch_add(1, Ordering::Relaxed);
             write_by_rename(&path, &variants[n % 2]);
         })
     };
-    let busy = load(&url, flipper).await;
-    // The last flip's reload lands up to a debounce later.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load(&url, None, WARM_UP).await;
+    let generation_before = generation(&client, &admin).await;
+    let (mut quiet, mut busy) = (Phase::default(), Phase::default());
+    for _ in 0..SLICES {
+        quiet.extend(load(&url, None, SLICE).await);
+        busy.extend(load(&url, Some(Arc::clone(&flip)), SLICE).await);
+        // The last flip's reload lands up to a debounce later: not in a quiet slice.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
     let reloads = generation(&client, &admin).await - generation_before;
     let failed = gateway.failed_reloads();
     drop(gateway);
@@ -202,8 +213,10 @@ async fn run(binary: PathBuf) {
     );
     println!();
     println!(
-        "Request latency, {CLIENTS} keep-alive clients in a closed loop, {} s per phase:",
-        PHASE.as_secs()
+        "Request latency, {CLIENTS} keep-alive clients in a closed loop, {SLICES} alternating \
+         slices of {} s per phase after a {} s warm-up:",
+        SLICE.as_secs(),
+        WARM_UP.as_secs()
     );
     println!();
     println!("| phase | requests | errors | p50 | p99 | max |");
@@ -276,12 +289,21 @@ fn write_by_rename(path: &Path, text: &str) -> Instant {
 }
 
 /// Latencies of one load phase.
+#[derive(Default)]
 struct Phase {
     latencies: Vec<Duration>,
     errors: usize,
 }
 
+/// Changes the config once.
+type Flip = Arc<dyn Fn() + Send + Sync>;
+
 impl Phase {
+    fn extend(&mut self, other: Phase) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+    }
+
     fn row(mut self, name: &str) {
         let requests = self.latencies.len() + self.errors;
         self.latencies.sort();
@@ -302,9 +324,9 @@ impl Phase {
     }
 }
 
-/// [`CLIENTS`] closed-loop clients for [`PHASE`]; `flip(n)` runs every
-/// [`RELOAD_EVERY`] when given.
-async fn load(url: &str, flip: Option<impl Fn(usize) + Send + 'static>) -> Phase {
+/// [`CLIENTS`] closed-loop clients for `period`; `flip` runs every [`RELOAD_EVERY`]
+/// when given.
+async fn load(url: &str, flip: Option<Flip>, period: Duration) -> Phase {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -337,23 +359,18 @@ async fn load(url: &str, flip: Option<impl Fn(usize) + Send + 'static>) -> Phase
     let flipper = flip.map(|flip| {
         let stop = Arc::clone(&stop);
         tokio::task::spawn_blocking(move || {
-            let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(RELOAD_EVERY);
-                flip(n);
-                n += 1;
+                flip();
             }
         })
     });
-    tokio::time::sleep(PHASE).await;
+    tokio::time::sleep(period).await;
     stop.store(true, Ordering::Relaxed);
     if let Some(flipper) = flipper {
         flipper.await.expect("flipper");
     }
-    let mut phase = Phase {
-        latencies: Vec::new(),
-        errors: 0,
-    };
+    let mut phase = Phase::default();
     for task in tasks {
         let (latencies, errors) = task.await.expect("client task");
         phase.latencies.extend(latencies);
@@ -435,7 +452,7 @@ struct Gateway {
     child: Child,
     listen: SocketAddr,
     admin: SocketAddr,
-    failures: Arc<std::sync::atomic::AtomicUsize>,
+    failures: Arc<AtomicUsize>,
 }
 
 impl Gateway {
@@ -449,7 +466,7 @@ impl Gateway {
             .spawn()
             .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
         let stderr = child.stderr.take().expect("stderr");
-        let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&failures);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

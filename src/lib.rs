@@ -18,6 +18,7 @@ pub mod server;
 pub mod shared;
 pub mod shutdown;
 pub mod snapshot;
+pub mod sniff;
 pub mod tls;
 pub mod upstream;
 pub mod watch;

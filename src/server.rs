@@ -16,8 +16,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::model::ConfigFile;
+use crate::metrics::ClientErrorKind;
 use crate::proxy::{ClientConnection, Proxy};
 use crate::shutdown::Shutdown;
+use crate::sniff::{self, Protocol, SniffError};
 
 /// Streams one HTTP/2 connection may have open at once (nginx: 128, Envoy: 100).
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -70,7 +72,7 @@ pub async fn serve(
     settings: ServerSettings,
     mut shutdown: Shutdown,
 ) {
-    let builder = Arc::new(connection_builder(&settings));
+    let builders = Arc::new(Builders::new(&settings));
     let graceful = GracefulShutdown::new();
     // Past the limit, new connections wait in the kernel's accept queue.
     let slots = Arc::new(Semaphore::new(settings.max_connections));
@@ -100,28 +102,35 @@ pub async fn serve(
             proxy: Arc::clone(&proxy),
             client: ClientConnection::new(remote, tls),
         });
-        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
-        let handshake_timeout = settings.header_read_timeout;
+        let (builders, watcher) = (Arc::clone(&builders), graceful.watcher());
+        let connection_shutdown = shutdown.clone();
+        let first_byte_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
+            let metrics = &context.proxy.shared().metrics;
             let result = if tls {
-                // The certificate in force now: a reload rotates it for new connections.
-                let Some(config) = context.proxy.config().load().tls.clone() else {
-                    return;
-                };
-                match tokio::time::timeout(
-                    handshake_timeout,
-                    TlsAcceptor::from(config).accept(stream),
+                serve_tls(
+                    &builders,
+                    watcher,
+                    stream,
+                    Arc::clone(&context),
+                    first_byte_timeout,
                 )
                 .await
-                {
-                    Ok(Ok(stream)) => serve_connection(&builder, watcher, stream, context).await,
-                    Ok(Err(err)) => Err(format!("TLS handshake failed: {err}").into()),
-                    Err(_) => Err("TLS handshake timed out".into()),
-                }
             } else {
-                serve_connection(&builder, watcher, stream, context).await
+                serve_plain(
+                    &builders,
+                    watcher,
+                    stream,
+                    Arc::clone(&context),
+                    first_byte_timeout,
+                    connection_shutdown,
+                )
+                .await
             };
             if let Err(err) = result {
+                if let Some(kind) = client_error_kind(&*err) {
+                    metrics.client_error(kind);
+                }
                 debug!(%remote, error = %err, "client connection ended with an error");
             }
             active.dec();
@@ -138,12 +147,99 @@ pub async fn serve(
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connection builders, one per protocol: the protocol is known before serving (sniffed
+/// on plain connections, negotiated by ALPN on TLS).
+struct Builders {
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(settings: &ServerSettings) -> Self {
+        let auto = connection_builder(settings);
+        Builders {
+            http1: auto.clone().http1_only(),
+            http2: auto.http2_only(),
+        }
+    }
+}
+
+/// A plain connection: HTTP/1.1 or HTTP/2 prior knowledge, told apart from its first
+/// bytes under `header_read_timeout` (see `sniff`). A shutdown ends the wait.
+async fn serve_plain(
+    builders: &Builders,
+    watcher: Watcher,
+    stream: TcpStream,
+    context: Arc<ConnectionContext>,
+    first_bytes_timeout: Duration,
+    mut shutdown: Shutdown,
+) -> Result<(), BoxError> {
+    let sniffed = tokio::select! {
+        sniffed = sniff::sniff(stream, first_bytes_timeout) => sniffed?,
+        _ = shutdown.wait() => return Ok(()),
+    };
+    let (builder, stream) = match sniffed {
+        (Protocol::Http1, stream) => (&builders.http1, stream),
+        (Protocol::Http2, stream) => (&builders.http2, stream),
+    };
+    serve_connection(builder, watcher, stream, context).await
+}
+
+/// The handshake runs under `header_read_timeout` with the certificate in force now
+/// (a reload rotates it for new connections); ALPN then picks HTTP/2 or HTTP/1.1.
+async fn serve_tls(
+    builders: &Builders,
+    watcher: Watcher,
+    stream: TcpStream,
+    context: Arc<ConnectionContext>,
+    handshake_timeout: Duration,
+) -> Result<(), BoxError> {
+    let Some(config) = context.proxy.config().load().tls.clone() else {
+        return Err("TLS is no longer configured; restart to remove the listener".into());
+    };
+    let stream =
+        match tokio::time::timeout(handshake_timeout, TlsAcceptor::from(config).accept(stream))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(format!("TLS handshake failed: {err}").into()),
+            Err(_) => return Err("TLS handshake timed out".into()),
+        };
+    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        &builders.http2
+    } else {
+        &builders.http1
+    };
+    serve_connection(builder, watcher, stream, context).await
+}
+
+/// What a connection-level error says about the client, for
+/// `graygate_client_errors_total`: answers hyper makes itself (400, 431, closing on a
+/// slow head) never reach the proxy, so they are counted here.
+fn client_error_kind(err: &(dyn std::error::Error + 'static)) -> Option<ClientErrorKind> {
+    if matches!(err.downcast_ref::<SniffError>(), Some(SniffError::Timeout)) {
+        return Some(ClientErrorKind::HeaderTimeout);
+    }
+    let err = err.downcast_ref::<hyper::Error>()?;
+    if err.is_parse_too_large() {
+        Some(ClientErrorKind::HeaderTooLarge)
+    } else if err.is_parse() {
+        Some(ClientErrorKind::BadRequest)
+    } else if err.is_timeout() {
+        Some(ClientErrorKind::HeaderTimeout)
+    } else {
+        None
+    }
+}
+
 async fn serve_connection<IO>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
     io: IO,
     context: Arc<ConnectionContext>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+) -> Result<(), BoxError>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

@@ -3,7 +3,11 @@
 //! The watch is on each file's directory, not its inode, so every way a file gets
 //! replaced is seen: an in-place write, an editor's write-then-rename, and a Kubernetes
 //! ConfigMap update (the file is a symlink through `..data`, and an update swaps that
-//! symlink atomically). A burst of events from one save becomes one reload.
+//! symlink atomically). A file reached through a symlink is also watched where the
+//! link points, so an edit at the target is seen. The files followed are those the
+//! config on disk names, even when it does not compile yet: a whitelist file created
+//! after the config that names it still triggers the reload. A burst of events from
+//! one save becomes one reload.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
@@ -38,7 +42,7 @@ pub fn watch_files(
             Err(err) => warn!(error = %err, "file watch error"),
         })?;
     let mut watched = Watched::default();
-    watched.follow(&mut watcher, &reloader.live().load().origin.files);
+    watched.follow(&mut watcher, &files_to_follow(&reloader));
     Ok(async move {
         while let Some(event) = incoming.recv().await {
             if !watched.concerns(&event) {
@@ -47,9 +51,24 @@ pub fn watch_files(
             debug!(?event, "config file change");
             settle(&mut incoming).await;
             let _ = reloader.reload_logged("file change").await;
-            watched.follow(&mut watcher, &reloader.live().load().origin.files);
+            watched.follow(&mut watcher, &files_to_follow(&reloader));
         }
     })
+}
+
+/// The files of the config in force, and those the config on disk names (it may be a
+/// failed candidate waiting for one of them), each also at its symlink target.
+fn files_to_follow(reloader: &Reloader) -> Vec<PathBuf> {
+    let mut files = reloader.live().load().origin.files.clone();
+    files.extend(crate::config::referenced_files(reloader.path()));
+    let targets: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .collect();
+    files.extend(targets);
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// Waits until events stop for [`QUIET`], at most [`MAX_DELAY`].

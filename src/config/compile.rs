@@ -153,9 +153,10 @@ impl Compiler<'_> {
         self.series
             .pools
             .insert((pool.to_string(), version.to_string()));
-        self.series
-            .fallbacks
-            .insert((pool.to_string(), stable.to_string()));
+        if pool != stable {
+            let fallback = (pool.to_string(), stable.to_string());
+            self.series.fallbacks.insert(fallback);
+        }
         self.shared.metrics.pool(pool, version, stable)
     }
 

@@ -74,3 +74,27 @@ pub fn load(
     let file = parse(&source)?;
     compile(file, &source, shared)
 }
+
+/// Every file a config file names (itself, its whitelist files and TLS pair), read from
+/// disk whether or not the config is valid, so a reload watcher can follow files a
+/// failed config is waiting for. Best effort: a file that does not parse names itself.
+pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    let Ok(source) = Source::read(path) else {
+        return files;
+    };
+    let Ok(file) = parse(&source) else {
+        return files;
+    };
+    let base = source.base_dir();
+    files.extend(
+        file.rules
+            .iter()
+            .filter_map(|r| r.conditions.whitelist_file.as_ref())
+            .map(|f| base.join(f)),
+    );
+    if let Some(tls) = &file.server.tls {
+        files.extend([base.join(&tls.cert), base.join(&tls.key)]);
+    }
+    files
+}

@@ -34,6 +34,25 @@ pub enum ErrorKind {
 }
 
 const ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "protocol"];
+
+/// `graygate_client_errors_total{kind}` values: answers hyper makes itself, before a
+/// request reaches the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientErrorKind {
+    /// A malformed request head: 400.
+    BadRequest = 0,
+    /// A head over `max_header_bytes`: 431.
+    HeaderTooLarge = 1,
+    /// No complete head within `header_read_timeout`: the connection is closed.
+    HeaderTimeout = 2,
+}
+
+const CLIENT_ERROR_KINDS: [&str; 3] = ["bad_request", "header_too_large", "header_timeout"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,6 +117,7 @@ pub struct Metrics {
     fallbacks: Family<FromToLabels, Counter>,
     retries: Family<PoolLabels, Counter>,
     access_log_dropped: Counter,
+    client_errors: [Counter; 3],
     /// The label values each family holds series for, to prune after reloads.
     series: Mutex<Series>,
 }
@@ -160,7 +180,7 @@ impl Metrics {
         let duration = Family::default();
         let upstream_errors = Family::default();
         let rule_matches = Family::default();
-        let reloads = Family::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
         let generation = Gauge::default();
         let pool_info = Family::default();
         let pool_endpoints = Family::default();
@@ -168,6 +188,20 @@ impl Metrics {
         let fallbacks = Family::default();
         let retries = Family::default();
         let access_log_dropped = Counter::default();
+        let client_errors_family = Family::<KindLabels, Counter>::default();
+        let client_errors = CLIENT_ERROR_KINDS.map(|kind| {
+            client_errors_family
+                .get_or_create(&KindLabels {
+                    kind: kind.to_string(),
+                })
+                .clone()
+        });
+        // Both results exist from the start, so the first failure is an increase.
+        for result in ["success", "failure"] {
+            let _zero = reloads.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
         registry.register(
             "requests",
             "Requests answered, by pool and status class",
@@ -228,8 +262,14 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        registry.register(
+            "client_errors",
+            "Requests refused before routing (malformed head, head too large, head too slow), by kind",
+            client_errors_family,
+        );
         Metrics {
             registry,
+            client_errors,
             requests,
             duration,
             upstream_errors,
@@ -284,7 +324,12 @@ impl Metrics {
             from: name(),
             to: stable.to_string(),
         };
-        let fallbacks = self.fallbacks.get_or_create(&fallback).clone();
+        // The stable pool never falls back to itself: its counter is not exported.
+        let fallbacks = if pool == stable {
+            Counter::default()
+        } else {
+            self.fallbacks.get_or_create(&fallback).clone()
+        };
         let endpoints_healthy = self.pool_endpoints.get_or_create(&state("healthy")).clone();
         let endpoints_unhealthy = self
             .pool_endpoints
@@ -327,6 +372,10 @@ impl Metrics {
 
     pub fn active_connections(&self) -> &Gauge {
         &self.active_connections
+    }
+
+    pub fn client_error(&self, kind: ClientErrorKind) {
+        self.client_errors[kind as usize].inc();
     }
 
     pub fn access_log_dropped(&self) -> Counter {

@@ -13,12 +13,16 @@ use crate::upstream::UpstreamError;
 pub enum GatewayError {
     #[error("upstream connect failed: {0}")]
     Connect(#[source] UpstreamError),
+    #[error("upstream connect timed out")]
+    ConnectTimeout,
     #[error("no available endpoint in the pool")]
     NoEndpoint,
     #[error("upstream did not answer within the request timeout")]
     Timeout,
     #[error("request body exceeds limits.max_body_bytes")]
     BodyTooLarge,
+    #[error("the request body could not be read: {0}")]
+    BadRequestBody(#[source] UpstreamError),
     #[error("upstream request failed: {0}")]
     Upstream(#[source] UpstreamError),
     /// The gateway refuses the request itself (a CONNECT, a head it cannot forward).
@@ -30,11 +34,13 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// Sorts an upstream failure: a request body that ran over the limit surfaces as
-    /// a send error too, and is the client's fault, not the upstream's.
+    /// Sorts a failed send: the client's own body failures (over the limit,
+    /// malformed, cut off) are the client's, not the upstream's.
     pub fn from_upstream(error: UpstreamError) -> Self {
-        if error.is_connect() {
-            return GatewayError::Connect(error);
+        match error {
+            UpstreamError::ConnectTimeout => return GatewayError::ConnectTimeout,
+            UpstreamError::Connect(_) => return GatewayError::Connect(error),
+            UpstreamError::Http(_) => {}
         }
         let mut source = error.source();
         while let Some(cause) = source {
@@ -43,15 +49,19 @@ impl GatewayError {
             }
             source = cause.source();
         }
+        if error.is_client_fault() {
+            return GatewayError::BadRequestBody(error);
+        }
         GatewayError::Upstream(error)
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Connect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Timeout | GatewayError::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::Refused { status, .. } => *status,
         }
     }
@@ -61,8 +71,12 @@ impl GatewayError {
             GatewayError::Connect(_) => "502 bad gateway: upstream unreachable\n",
             GatewayError::Upstream(_) => "502 bad gateway: upstream failed\n",
             GatewayError::Timeout => "504 gateway timeout: upstream did not answer in time\n",
+            GatewayError::ConnectTimeout => "504 gateway timeout: upstream connect timed out\n",
             GatewayError::NoEndpoint => "503 service unavailable: no healthy upstream endpoint\n",
             GatewayError::BodyTooLarge => "413 payload too large\n",
+            GatewayError::BadRequestBody(_) => {
+                "400 bad request: the request body could not be read\n"
+            }
             GatewayError::Refused { text, .. } => text,
         }
     }

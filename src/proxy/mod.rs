@@ -253,6 +253,9 @@ async fn send_with_retries(
                 upstream.connection = Some(connection);
                 return Ok(response);
             }
+            Err(failure) if failure.error.is_client_fault() => {
+                return Err(GatewayError::from_upstream(failure.error));
+            }
             Err(failure) => {
                 pool.report(&in_flight, false);
                 pool.metrics.upstream_error(error_kind(&failure.error));

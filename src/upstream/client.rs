@@ -148,6 +148,13 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The send failed on the client's side: its body broke off, was malformed or ran
+    /// over the limit (hyper reports errors of the body it was given as user errors).
+    /// The upstream is not to blame: no health report, no upstream error, no retry.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, UpstreamError::Http(err) if err.is_user())
+    }
+
     pub fn is_connect(&self) -> bool {
         matches!(
             self,

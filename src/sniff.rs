@@ -1,0 +1,169 @@
+//! Telling HTTP/1.1 from HTTP/2 prior knowledge on a plain connection, under a timer.
+//!
+//! hyper-util's auto builder sniffs with no timer of its own, so a client that sends
+//! nothing, or part of the HTTP/2 preface, would hold a connection slot forever. Here
+//! the first bytes are read under `header_read_timeout`, and read only as far as
+//! needed: an HTTP/1.1 request diverges from the preface at its first byte.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// What every HTTP/2 prior-knowledge connection starts with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SniffError {
+    #[error("the client sent no request head within the header read timeout")]
+    Timeout,
+    #[error("the client closed the connection before sending a request")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads the connection's first bytes and returns the protocol and the stream with
+/// those bytes put back in front.
+pub async fn sniff<S: AsyncRead + Unpin>(
+    mut stream: S,
+    limit: Duration,
+) -> Result<(Protocol, Prefixed<S>), SniffError> {
+    let mut prefix = [0u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    let protocol = tokio::time::timeout(limit, async {
+        loop {
+            let n = stream.read(&mut prefix[filled..]).await?;
+            if n == 0 {
+                return Err(SniffError::Closed);
+            }
+            filled += n;
+            if prefix[..filled] != H2_PREFACE[..filled] {
+                return Ok(Protocol::Http1);
+            }
+            if filled == H2_PREFACE.len() {
+                return Ok(Protocol::Http2);
+            }
+        }
+    })
+    .await
+    .map_err(|_| SniffError::Timeout)??;
+    Ok((
+        protocol,
+        Prefixed {
+            prefix,
+            start: 0,
+            end: filled,
+            inner: stream,
+        },
+    ))
+}
+
+/// A stream with bytes already read from it put back in front.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    prefix: [u8; H2_PREFACE.len()],
+    start: usize,
+    end: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.start < self.end {
+            let n = (self.end - self.start).min(buf.remaining());
+            buf.put_slice(&self.prefix[self.start..self.start + n]);
+            self.start += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn http1_is_told_at_the_first_byte_and_replayed_whole() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let (protocol, mut stream) = sniff(server, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(protocol, Protocol::Http1);
+        let mut head = [0u8; 16];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn http2_needs_the_whole_preface() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(&H2_PREFACE[..10]).await.unwrap();
+        let sniffing = tokio::spawn(sniff(server, Duration::from_secs(1)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(&H2_PREFACE[10..]).await.unwrap();
+        let (protocol, mut stream) = sniffing.await.unwrap().unwrap();
+        assert_eq!(protocol, Protocol::Http2);
+        let mut preface = [0u8; 24];
+        stream.read_exact(&mut preface).await.unwrap();
+        assert_eq!(&preface, H2_PREFACE);
+    }
+
+    #[tokio::test]
+    async fn silence_and_a_partial_preface_time_out() {
+        let (_client, server) = tokio::io::duplex(64);
+        assert!(matches!(
+            sniff(server, Duration::from_millis(50)).await,
+            Err(SniffError::Timeout)
+        ));
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        assert!(matches!(
+            sniff(server, Duration::from_millis(50)).await,
+            Err(SniffError::Timeout)
+        ));
+    }
+}
