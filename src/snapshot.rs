@@ -79,6 +79,9 @@ impl Snapshot {
     }
 
     pub fn count_match(&self, decision: &Decision) {
+        if cfg!(feature = "bench-no-metrics") {
+            return;
+        }
         decision
             .rule
             .map_or(&self.default_matches, |rule| &self.rule_matches[rule.0])

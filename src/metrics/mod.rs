@@ -157,12 +157,18 @@ pub struct PoolMetrics {
 impl PoolMetrics {
     /// Counts a finished request by status class and records its duration.
     pub fn record(&self, status: u16, elapsed: Duration) {
+        if cfg!(feature = "bench-no-metrics") {
+            return;
+        }
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].inc();
         self.duration.observe(elapsed);
     }
 
     pub fn upstream_error(&self, kind: ErrorKind) {
+        if cfg!(feature = "bench-no-metrics") {
+            return;
+        }
         self.errors[kind as usize].inc();
     }
 }
