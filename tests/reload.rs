@@ -225,6 +225,24 @@ async fn post_reload(gw: &Gateway) -> (StatusCode, Value) {
 }
 
 /// The `fields` of every "config reload…" log line.
+/// The reload log lines, once every reload counted in `/metrics` has been logged: a
+/// line reaches the harness through the gateway's stderr pipe, a moment after the
+/// metric (and the HTTP answer) changed.
+async fn settled_reload_logs(gw: &Gateway) -> Vec<Value> {
+    let counted = {
+        let r = reloads(gw).await;
+        r.success + r.failure
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let lines = reload_log_lines(gw);
+        if lines.len() as u64 >= counted || Instant::now() >= deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn reload_log_lines(gw: &Gateway) -> Vec<Value> {
     gw.logs()
         .lines()
@@ -244,11 +262,20 @@ fn reload_log_lines(gw: &Gateway) -> Vec<Value> {
 
 /// Whether the log says `trigger` applied `generation`.
 fn logged_applied(gw: &Gateway, trigger: &str, generation: u64) -> bool {
-    reload_log_lines(gw).iter().any(|f| {
-        f["message"] == "config reloaded"
-            && f["trigger"] == trigger
-            && f["generation"].as_u64() == Some(generation)
-    })
+    // The log line travels through the gateway's stderr pipe to the harness's reader
+    // thread, so it may land a moment after the HTTP answer: wait for it, briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let logged = reload_log_lines(gw).iter().any(|f| {
+            f["message"] == "config reloaded"
+                && f["trigger"] == trigger
+                && f["generation"].as_u64() == Some(generation)
+        });
+        if logged || Instant::now() >= deadline {
+            return logged;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Replaces the file the way most tools do: truncate and write the same inode.
@@ -629,7 +656,8 @@ async fn save_plus_sighup_is_one_generation() {
             "logs:\n{}",
             gw.logs()
         );
-        let triggers: Vec<Value> = reload_log_lines(&gw)
+        let triggers: Vec<Value> = settled_reload_logs(&gw)
+            .await
             .iter()
             .map(|f| f["trigger"].clone())
             .collect();
@@ -736,7 +764,7 @@ async fn invalid_file_changes_nothing_until_a_valid_one_comes() {
         assert_eq!(config["sha256"], sha_before);
         assert_eq!(config["config"]["routing"]["stable"], "blue");
         assert_eq!(config["config"]["rules"][0]["match"]["permille"], 0);
-        let logged = reload_log_lines(&gw);
+        let logged = settled_reload_logs(&gw).await;
         assert!(
             logged.iter().any(|f| f["level"] == "ERROR"
                 && f["trigger"] == "file change"
@@ -1047,7 +1075,8 @@ async fn reload_without_effective_change_counts_but_keeps_the_generation() {
         assert_eq!(config["loaded_at"], loaded_at, "nothing was swapped in");
         assert_eq!(config["last_error"], Value::Null);
         assert!(
-            reload_log_lines(&gw)
+            settled_reload_logs(&gw)
+                .await
                 .iter()
                 .any(|f| f["message"] == "config reloaded: no effective change"
                     && f["trigger"] == "file change"),
