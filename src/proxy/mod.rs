@@ -230,8 +230,12 @@ async fn send_with_retries(
     upstream: &mut Upstream,
     attempted: &mut Option<Arc<Endpoint>>,
 ) -> Result<Response<Incoming>, GatewayError> {
-    let replay = (is_idempotent(request.method()) && request.body().is_empty())
-        .then(|| Replay::of(&request));
+    // The head is copied only when a resend is both safe and possible: a lone endpoint
+    // of the stable pool has no other endpoint to retry on.
+    let replay = (is_idempotent(request.method())
+        && request.body().is_empty()
+        && could_retry_elsewhere(snapshot, decision))
+    .then(|| Replay::of(&request));
     let mut failed: Vec<Arc<Endpoint>> = Vec::new();
     let mut last_error: Option<UpstreamError> = None;
     loop {
@@ -274,6 +278,14 @@ async fn send_with_retries(
             }
         }
     }
+}
+
+/// Whether a failed attempt could go to another endpoint: the pool has more than one,
+/// or the stable pool is there to fall back on.
+fn could_retry_elsewhere(snapshot: &Snapshot, decision: &Decision) -> bool {
+    snapshot.pool(decision).endpoints.len() > 1
+        || (snapshot.settings.fallback == Fallback::Stable
+            && decision.pool != snapshot.chain.stable())
 }
 
 /// An available endpoint of the decided pool not yet failed on; when there is none,
