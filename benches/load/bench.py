@@ -1137,6 +1137,10 @@ def main():
     say()
     say(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     say(f"- machine: nproc={os.cpu_count()}, {cpu_model()}, {platform.machine()}, kernel {v['kernel']}")
+    rc, rev, _ = run(["git", "-C", os.path.dirname(os.path.dirname(HERE)), "describe", "--always",
+                      "--dirty", "--abbrev=12"], 20)
+    if rc == 0 and rev.strip():
+        say(f"- graygate source: commit {rev.strip()} (built from the work tree as it was)")
     for k in ("graygate", "nginx", "haproxy", "wrk", "oha", "python"):
         say(f"- {k}: {v[k]}")
     say(f"- command: `{a.cmdline or ' '.join(sys.argv)}`")
