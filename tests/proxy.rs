@@ -26,22 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 // Helpers
 // ---------------------------------------------------------------------------------
 
-/// The three usual pools, each a recording upstream that answers with its name.
-struct Pools {
-    blue: Upstream,
-    green: Upstream,
-    canary: Upstream,
-}
-
 impl Pools {
-    async fn start() -> Pools {
-        Pools {
-            blue: Upstream::named("blue").await,
-            green: Upstream::named("green").await,
-            canary: Upstream::named("canary").await,
-        }
-    }
-
     fn gateway(&self, extra: &str) -> Gateway {
         Gateway::start(&self.config(extra))
     }

@@ -49,22 +49,7 @@ async fn bounded<T>(limit: Duration, test: impl Future<Output = T>) -> T {
         .expect("the test finished within its time limit")
 }
 
-/// The three usual pools, each answering with its name.
-struct Pools {
-    blue: Upstream,
-    green: Upstream,
-    canary: Upstream,
-}
-
 impl Pools {
-    async fn start() -> Pools {
-        Pools {
-            blue: Upstream::named("blue").await,
-            green: Upstream::named("green").await,
-            canary: Upstream::named("canary").await,
-        }
-    }
-
     /// A full config: `routing.stable = stable`, the user key from `x-user-id`,
     /// decision headers on, then `rules`.
     fn config(&self, stable: &str, rules: &str) -> String {

@@ -240,6 +240,24 @@ impl Drop for Upstream {
     }
 }
 
+/// The three usual pools, each a recording upstream that answers with its name. Test
+/// files add the methods they need (`impl Pools` in the same crate).
+pub struct Pools {
+    pub blue: Upstream,
+    pub green: Upstream,
+    pub canary: Upstream,
+}
+
+impl Pools {
+    pub async fn start() -> Pools {
+        Pools {
+            blue: Upstream::named("blue").await,
+            green: Upstream::named("green").await,
+            canary: Upstream::named("canary").await,
+        }
+    }
+}
+
 /// An address nothing listens on: bound, then released.
 pub async fn dead_address() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
