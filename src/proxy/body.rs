@@ -12,14 +12,13 @@ use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::access_log::AccessRecord;
 use crate::metrics::ErrorKind;
 use crate::routing::Decision;
 use crate::snapshot::Snapshot;
-use crate::upstream::{InFlight, UpstreamConnection};
+use crate::upstream::{InFlight, UpstreamBody, UpstreamConnection};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,7 +40,7 @@ enum Content {
 /// first has to wait, so a body that is ready at once never allocates one.
 #[derive(Debug)]
 struct UpstreamContent {
-    body: Incoming,
+    body: UpstreamBody,
     idle_timeout: Duration,
     last_progress: Instant,
     timer: Option<Pin<Box<Sleep>>>,
@@ -53,6 +52,14 @@ struct UpstreamContent {
 pub struct BodyStalled;
 
 impl Content {
+    /// The upstream connection, once its body is done and it may be reused.
+    fn take_reusable(&mut self) -> Option<UpstreamConnection> {
+        match self {
+            Content::Upstream(upstream) => upstream.body.take_reusable(),
+            Content::Local(_) => None,
+        }
+    }
+
     fn is_end_stream(&self) -> bool {
         match self {
             Content::Upstream(upstream) => upstream.body.is_end_stream(),
@@ -148,7 +155,7 @@ impl Drop for Completion {
 
 impl ResponseBody {
     /// Streams an upstream body; `idle_timeout` bounds each wait for the next frame.
-    pub fn upstream(body: Incoming, idle_timeout: Duration) -> Self {
+    pub fn upstream(body: UpstreamBody, idle_timeout: Duration) -> Self {
         let content = UpstreamContent {
             body,
             idle_timeout,
@@ -172,6 +179,9 @@ impl ResponseBody {
     pub fn with_completion(mut self, mut completion: Completion) -> Self {
         // hyper may never poll a body that is already at its end (HEAD, 204, empty).
         completion.finished = self.is_end_stream();
+        if completion.finished {
+            completion.connection = self.content.take_reusable();
+        }
         self.completion = Some(completion);
         self
     }
@@ -194,7 +204,10 @@ impl Body for ResponseBody {
                 .map_err(|never| match never {}),
         };
         match (&polled, &mut this.completion) {
-            (Poll::Ready(None), Some(completion)) => completion.finished = true,
+            (Poll::Ready(None), Some(completion)) => {
+                completion.finished = true;
+                completion.connection = this.content.take_reusable();
+            }
             (Poll::Ready(Some(Ok(frame))), Some(completion)) => {
                 if let Some(data) = frame.data_ref() {
                     completion.bytes += data.len() as u64;
@@ -202,6 +215,9 @@ impl Body for ResponseBody {
                 // hyper stops polling once the body says it is at its end, so the
                 // final `None` may never be seen.
                 completion.finished = this.content.is_end_stream();
+                if completion.finished {
+                    completion.connection = this.content.take_reusable();
+                }
             }
             (Poll::Ready(Some(Err(err))), Some(completion)) if err.is::<BodyStalled>() => {
                 let pool = completion.snapshot.pool(&completion.decision);

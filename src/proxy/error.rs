@@ -40,7 +40,10 @@ impl GatewayError {
         match error {
             UpstreamError::ConnectTimeout => return GatewayError::ConnectTimeout,
             UpstreamError::Connect(_) => return GatewayError::Connect(error),
-            UpstreamError::Http(_) => {}
+            UpstreamError::Io(_)
+            | UpstreamError::Closed
+            | UpstreamError::Protocol(_)
+            | UpstreamError::ClientBody(_) => {}
         }
         let mut source = error.source();
         while let Some(cause) = source {

@@ -36,7 +36,9 @@ use crate::metrics::ErrorKind;
 use crate::routing::{Decision, RequestView};
 use crate::shared::Shared;
 use crate::snapshot::{LiveConfig, Snapshot};
-use crate::upstream::{self, Endpoint, InFlight, RequestBody, UpstreamConnection, UpstreamError};
+use crate::upstream::{
+    self, is_idempotent, Endpoint, InFlight, RequestBody, UpstreamBody, UpstreamError,
+};
 
 /// Retries of one request, on other endpoints, beyond its first attempt.
 pub const MAX_RETRIES: usize = 2;
@@ -69,12 +71,11 @@ pub struct Proxy {
     shared: Arc<Shared>,
 }
 
-/// Where a forwarded request ended up: the endpoint it counts against and the
-/// connection its response arrives on.
+/// Where a forwarded request ended up: the endpoint it counts against (its
+/// connection travels in the response body).
 #[derive(Debug, Default)]
 struct Upstream {
     in_flight: Option<InFlight>,
-    connection: Option<UpstreamConnection>,
 }
 
 impl Proxy {
@@ -132,7 +133,7 @@ impl Proxy {
             status,
             bytes: 0,
             in_flight: upstream.in_flight,
-            connection: upstream.connection,
+            connection: None,
             finished: false,
             access,
         };
@@ -201,21 +202,15 @@ async fn forward(
         }
     };
 
-    // Phase 5: a 101 becomes a tunnel; any other head is cleaned and its body streams
-    // back. An upgraded connection is the tunnel's now, never reused.
+    // Phase 5: a 101 becomes a tunnel; any other response streams back. An upgraded connection is the tunnel's now, never reused.
     if let Some(upgrade) = upgrade {
         if upgrade::tunnel(upgrade, &mut response) {
-            upstream.connection = None;
             return Ok(response
                 .map(|body| ResponseBody::upstream(body, snapshot.settings.request_timeout)));
         }
     }
-    let (mut head, body) = response.into_parts();
-    headers::strip_hop_by_hop(&mut head.headers);
-    Ok(Response::from_parts(
-        head,
-        ResponseBody::upstream(body, snapshot.settings.request_timeout),
-    ))
+    // The upstream client has already dropped the response's hop-by-hop headers.
+    Ok(response.map(|body| ResponseBody::upstream(body, snapshot.settings.request_timeout)))
 }
 
 /// Sends to an available endpoint; on failure, tries another endpoint of the pool
@@ -229,7 +224,7 @@ async fn send_with_retries(
     mut request: Request<RequestBody>,
     upstream: &mut Upstream,
     attempted: &mut Option<Arc<Endpoint>>,
-) -> Result<Response<Incoming>, GatewayError> {
+) -> Result<Response<UpstreamBody>, GatewayError> {
     // The head is copied only when a resend is both safe and possible: a lone endpoint
     // of the stable pool has no other endpoint to retry on.
     let replay = (is_idempotent(request.method())
@@ -251,10 +246,9 @@ async fn send_with_retries(
         *attempted = Some(in_flight.endpoint());
         headers::ensure_host(request.headers_mut(), &in_flight.authority);
         match upstream::send(&in_flight, pool.connect_timeout, request).await {
-            Ok((response, connection)) => {
+            Ok(response) => {
                 pool.report(&in_flight, !response.status().is_server_error());
                 upstream.in_flight = Some(in_flight);
-                upstream.connection = Some(connection);
                 return Ok(response);
             }
             Err(failure) if failure.error.is_client_fault() => {
@@ -313,22 +307,11 @@ fn choose_endpoint(
 fn error_kind(error: &UpstreamError) -> ErrorKind {
     match error {
         UpstreamError::ConnectTimeout | UpstreamError::Connect(_) => ErrorKind::Connect,
-        UpstreamError::Http(err)
-            if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() =>
-        {
-            ErrorKind::Protocol
+        UpstreamError::Protocol(_) => ErrorKind::Protocol,
+        UpstreamError::Io(_) | UpstreamError::Closed | UpstreamError::ClientBody(_) => {
+            ErrorKind::Reset
         }
-        UpstreamError::Http(err) if err.is_timeout() => ErrorKind::Timeout,
-        UpstreamError::Http(_) => ErrorKind::Reset,
     }
-}
-
-/// RFC 9110 §9.2.2.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 /// The head of a bodiless idempotent request, kept so it can be sent again after an

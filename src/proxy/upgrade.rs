@@ -6,10 +6,12 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
+
+use crate::upstream::UpstreamBody;
 
 /// A client's request to switch protocols.
 pub struct UpgradeRequest {
@@ -45,11 +47,13 @@ pub fn restore_request_headers(headers: &mut HeaderMap, upgrade: &UpgradeRequest
 
 /// If the upstream switched protocols, joins the two upgraded connections in a
 /// tunnel, puts the upgrade headers back on the 101 for the client, and returns true.
-pub fn tunnel(upgrade: UpgradeRequest, response: &mut Response<Incoming>) -> bool {
+pub fn tunnel(upgrade: UpgradeRequest, response: &mut Response<UpstreamBody>) -> bool {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return false;
     }
-    let upstream = hyper::upgrade::on(&mut *response);
+    let Some((mut upstream, early)) = response.body_mut().take_upgraded() else {
+        return false;
+    };
     let protocol = response
         .headers()
         .get(header::UPGRADE)
@@ -60,11 +64,14 @@ pub fn tunnel(upgrade: UpgradeRequest, response: &mut Response<Incoming>) -> boo
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     response.headers_mut().insert(header::UPGRADE, protocol);
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(upgrade.client, upstream) {
-            Ok(both) => both,
+        let mut client = match upgrade.client.await {
+            Ok(client) => TokioIo::new(client),
             Err(err) => return debug!(error = %err, "upgrade failed"),
         };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        // Bytes the upstream sent right behind its 101 are the tunnel's first.
+        if let Err(err) = client.write_all(&early).await {
+            return debug!(error = %err, "upgraded connection ended with an error");
+        }
         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
             Err(err) => debug!(error = %err, "upgraded connection ended with an error"),

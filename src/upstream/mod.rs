@@ -3,14 +3,20 @@
 
 pub mod active;
 mod balance;
+mod body;
 mod client;
 mod endpoint;
 pub mod health;
 mod pool;
 mod registry;
+mod wire;
 
 pub use balance::Balancer;
-pub use client::{send, RequestBody, SendFailure, UpstreamConnection, UpstreamError, IDLE_TIMEOUT};
+pub use body::UpstreamBody;
+pub use client::{
+    is_idempotent, send, RequestBody, SendFailure, UpstreamConnection, UpstreamError, IDLE_TIMEOUT,
+};
 pub use endpoint::{parse_endpoint, Endpoint, InFlight};
 pub use pool::Pool;
 pub use registry::EndpointRegistry;
+pub use wire::ProtocolError;
