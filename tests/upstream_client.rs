@@ -92,6 +92,8 @@ enum Reply {
         after: Duration,
         reset: bool,
     },
+    /// Waits, then writes the bytes and waits for the next request.
+    Later(Duration, Vec<u8>),
     /// Closes the connection without answering.
     Close,
     /// Writes the bytes in one write, then echoes everything it reads.
@@ -219,6 +221,12 @@ async fn serve(
                     let _ = stream.set_zero_linger();
                 }
                 return drop(stream);
+            }
+            Reply::Later(delay, bytes) => {
+                tokio::time::sleep(delay).await;
+                if stream.write_all(&bytes).await.is_err() {
+                    return;
+                }
             }
             Reply::Close => return drop(stream),
             Reply::Tunnel(bytes) => {
@@ -961,6 +969,78 @@ async fn post_on_a_reused_connection_closed_unanswered_is_not_resent() {
     let after = fetch_get(&gw, "/after").await;
     assert_eq!(after.status, 200);
     assert_eq!(after.text(), "answer to /after");
+}
+
+/// The resend happens once: when every idle connection the gateway holds takes a
+/// GET and closes without answering (a request that kills its worker, say), the GET
+/// is not sent down each of them in turn. RFC 9110 §9.2.2: a client SHOULD NOT
+/// automatically retry a failed automatic retry. Three concurrent slow requests
+/// leave three idle connections; the upstream then reads `/doomed` on any reused
+/// connection and closes. At most two sends may reach it (the first, and one resend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resend_is_not_resent_again_on_other_idle_connections() {
+    let up = Scripted::start(|r: &Received| match r.path() {
+        "/slow" => Reply::Later(Duration::from_millis(300), ok("slow")),
+        "/doomed" if r.nth > 1 => Reply::Close,
+        _ => echo_path(r),
+    })
+    .await;
+    let gw = gateway(up.addr, "request_timeout = \"4s\"");
+    let (a, b, c) = tokio::join!(
+        fetch_get(&gw, "/slow"),
+        fetch_get(&gw, "/slow"),
+        fetch_get(&gw, "/slow")
+    );
+    assert!([a.status, b.status, c.status].iter().all(|s| *s == 200));
+    assert_eq!(up.connections(), 3, "three idle connections to start from");
+    settle().await;
+    let doomed = fetch_get(&gw, "/doomed").await;
+    let sends: Vec<_> = up
+        .received()
+        .into_iter()
+        .filter(|r| r.path() == "/doomed")
+        .map(|r| (r.conn, r.nth))
+        .collect();
+    assert!(doomed.status == 200 || doomed.status == 502, "{doomed:?}");
+    assert!(
+        sends.len() <= 2,
+        "the GET reached the upstream {} times (connection, position): {sends:?}; \
+         the client answered {}",
+        sends.len(),
+        doomed.status
+    );
+}
+
+/// An interim response is a response byte: a GET on a reused connection that got
+/// `103 Early Hints` and then saw the connection close is not resent (the upstream
+/// had started on it); the client gets 502 and the upstream saw the GET once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_resend_after_an_interim_response() {
+    let up = Scripted::start(|r: &Received| match (r.conn, r.nth) {
+        (1, 2) => Reply::SendThenClose(
+            b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n".to_vec(),
+        ),
+        _ => echo_path(r),
+    })
+    .await;
+    let gw = gateway(up.addr, "request_timeout = \"4s\"");
+    let warm = fetch_get(&gw, "/warm").await;
+    assert_eq!(warm.status, 200);
+    settle().await;
+    let hinted = fetch_get(&gw, "/hinted").await;
+    let sends: Vec<_> = up
+        .received()
+        .into_iter()
+        .filter(|r| r.path() == "/hinted")
+        .map(|r| (r.conn, r.nth))
+        .collect();
+    assert_eq!(
+        sends,
+        [(1, 2)],
+        "sent again after a 103 came back; the client answered {}",
+        hinted.status
+    );
+    assert_eq!(hinted.status, 502, "{hinted:?}");
 }
 
 // ---------------------------------------------------------------------------------

@@ -219,6 +219,8 @@ pub async fn send(
     // any response byte; a bodiless request then goes on another connection, as
     // nginx does with its cached connections: the upstream never answered it, and for
     // an idempotent request RFC 9110 §9.2.2 allows the repeat.
+    // The resend goes on a fresh connection, and only once (RFC 9110 §9.2.2: a failed
+    // automatic retry is not retried again).
     while let Some(connection) = endpoint.idle.take() {
         let replayable = request.body().is_empty() && is_idempotent(request.method());
         match exchange(connection, &mut request).await {
@@ -227,7 +229,8 @@ pub async fn send(
                 debug!(endpoint = &*endpoint.address, %error, "idle upstream connection failed; trying another");
             }
             Err(Failed::NoResponse(error)) if replayable => {
-                debug!(endpoint = &*endpoint.address, %error, "idle upstream connection failed; resending");
+                debug!(endpoint = &*endpoint.address, %error, "idle upstream connection failed; resending once");
+                break;
             }
             Err(Failed::NoResponse(error)) | Err(Failed::Late(error)) => {
                 return Err(SendFailure {
@@ -293,16 +296,19 @@ async fn exchange(
     }
 
     let method = request.method().clone();
+    // An interim (1xx) answer is a response byte: after one, a failure is late.
+    let mut interim = false;
     loop {
         let head = match read_head(conn).await {
             Ok(head) => head,
-            Err((error, false)) => return Err(Failed::NoResponse(error)),
-            Err((error, true)) => return Err(Failed::Late(error)),
+            Err((error, false)) if !interim => return Err(Failed::NoResponse(error)),
+            Err((error, _)) => return Err(Failed::Late(error)),
         };
         let status = head.response.status();
         // 1xx answers (100 Continue, 103 Early Hints) precede the real one; 101 is
         // final: the connection then carries another protocol.
         if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+            interim = true;
             continue;
         }
         let body = if status == http::StatusCode::SWITCHING_PROTOCOLS {
