@@ -17,12 +17,12 @@ use crate::logging::{self, LogFormat};
 use crate::proxy::Proxy;
 use crate::reload::{self, Reloader};
 use crate::routing::RequestView;
-use crate::server::{self, ServerSettings};
+use crate::server::ServerSettings;
 use crate::shared::Shared;
 use crate::shutdown;
 use crate::snapshot::Snapshot;
 use crate::upstream::active;
-use crate::{admin, watch};
+use crate::{admin, watch, workers};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -187,25 +187,31 @@ fn run(path: PathBuf) -> ExitCode {
     let settings = ServerSettings::from_config(&snapshot.file);
     let tls_listen = snapshot.file.server.tls.as_ref().map(|tls| tls.listen);
     drop(snapshot);
-    with_runtime(workers, async move {
-        let (listener, admin_listener) = match (
-            TcpListener::bind(listen).await,
-            TcpListener::bind(admin_listen).await,
-        ) {
-            (Ok(listener), Ok(admin)) => (listener, admin),
-            (Err(err), _) => {
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    // The control plane (signals, reloads, admin, health checks) runs here, on the
+    // main thread; traffic runs on the workers.
+    with_control_runtime(async move {
+        let plain = match workers::bind(listen, workers) {
+            Ok(listeners) => listeners,
+            Err(err) => {
                 error!(%listen, error = %err, "cannot listen");
                 return ExitCode::from(1);
             }
-            (_, Err(err)) => {
+        };
+        let admin_listener = match TcpListener::bind(admin_listen).await {
+            Ok(admin) => admin,
+            Err(err) => {
                 error!(%admin_listen, error = %err, "cannot listen (admin)");
                 return ExitCode::from(1);
             }
         };
-        let tls_listener = match tls_listen {
+        let tls = match tls_listen {
             None => None,
-            Some(address) => match TcpListener::bind(address).await {
-                Ok(listener) => Some(listener),
+            Some(address) => match workers::bind(address, workers) {
+                Ok(listeners) => Some(listeners),
                 Err(err) => {
                     error!(%address, error = %err, "cannot listen (TLS)");
                     return ExitCode::from(1);
@@ -240,24 +246,53 @@ fn run(path: PathBuf) -> ExitCode {
             shutdown.clone(),
         ));
         tokio::spawn(active::run(Arc::clone(reloader.live()), shutdown.clone()));
-        let tls_address = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
-        info!(
-            listen = %listener.local_addr().unwrap_or(listen),
-            admin = %admin_address,
-            tls = tls_address.map(|a| a.to_string()),
-            "graygate serving"
-        );
+        let listen_address = plain[0].local_addr().unwrap_or(listen);
+        let tls_address = tls.as_ref().and_then(|t| t[0].local_addr().ok());
         let proxy = Arc::new(Proxy::new(
             Arc::clone(reloader.live()),
             Arc::clone(reloader.shared()),
         ));
-        let listeners = server::Listeners {
-            plain: listener,
-            tls: tls_listener,
+        let mut tls = tls.map(Vec::into_iter);
+        let per_worker = plain
+            .into_iter()
+            .map(|plain| workers::WorkerListeners {
+                plain,
+                tls: tls.as_mut().and_then(Iterator::next),
+            })
+            .collect();
+        let finished = match workers::start(per_worker, &proxy, &settings, &shutdown) {
+            Ok(finished) => finished,
+            Err(err) => {
+                error!(error = %err, "cannot start the workers");
+                return ExitCode::from(1);
+            }
         };
-        server::serve(listeners, proxy, settings, shutdown).await;
+        info!(
+            listen = %listen_address,
+            admin = %admin_address,
+            tls = tls_address.map(|a| a.to_string()),
+            workers,
+            "graygate serving"
+        );
+        for worker in finished {
+            let _ = worker.await;
+        }
         ExitCode::SUCCESS
     })
+}
+
+/// The main thread's runtime, for the control plane.
+fn with_control_runtime(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(main),
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Builds the multi-threaded runtime with `workers` threads (0: one per core) and

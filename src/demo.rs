@@ -81,7 +81,8 @@ async fn start(listen: SocketAddr) -> Result<ExitCode, String> {
             tls: None,
         },
         proxy,
-        settings,
+        settings.clone(),
+        server::connection_slots(&settings),
         shutdown,
     )
     .await;

@@ -2,7 +2,8 @@
 //!
 //! A pure decision core ([`routing`]) sits inside an I/O shell: [`config`] turns
 //! TOML into an immutable [`snapshot::Snapshot`], [`proxy`] runs one request through
-//! it, [`upstream`] holds the pools, [`server`] accepts connections.
+//! it, [`upstream`] holds the pools, [`server`] accepts connections on each of the
+//! [`workers`].
 
 pub mod access_log;
 pub mod admin;
@@ -22,3 +23,4 @@ pub mod sniff;
 pub mod tls;
 pub mod upstream;
 pub mod watch;
+pub mod workers;

@@ -63,6 +63,12 @@ pub struct Listeners {
     pub tls: Option<TcpListener>,
 }
 
+/// Connection slots: `max_connections` for the whole process, shared by its workers.
+/// Past the limit, new connections wait in the kernel's accept queue.
+pub fn connection_slots(settings: &ServerSettings) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(settings.max_connections))
+}
+
 /// Serves until `shutdown` fires, then stops accepting, lets in-flight requests finish
 /// (HTTP/2 clients get GOAWAY, idle keep-alive connections close) and returns once all
 /// connections are done or `shutdown_timeout` has passed.
@@ -70,12 +76,11 @@ pub async fn serve(
     listeners: Listeners,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
+    slots: Arc<Semaphore>,
     mut shutdown: Shutdown,
 ) {
     let builders = Arc::new(Builders::new(&settings));
     let graceful = GracefulShutdown::new();
-    // Past the limit, new connections wait in the kernel's accept queue.
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),

@@ -436,6 +436,9 @@ fn gateway(upstream: SocketAddr, limits: &str) -> Gateway {
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 shutdown_timeout = "5s"
+# One worker: each worker keeps its own idle upstream connections, and these tests
+# count how connections are reused.
+workers = 1
 
 [limits]
 {limits}

@@ -9,9 +9,12 @@
 //! instructions of a proxied request; this client does the same job without the
 //! task hand-offs. The wire format lives in `wire`.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -123,19 +126,49 @@ impl UpstreamConnection {
     }
 }
 
-/// An endpoint's idle connections, most recently used last.
+/// Workers the process runs (see `workers`); each has its own share of every idle pool.
+static WORKERS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The worker this thread is; threads outside the workers (tests, the admin
+    /// side) share worker 0's pool.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Sets how many workers share the idle pools; call before any request is served.
+pub fn set_worker_count(count: usize) {
+    WORKERS.store(count.max(1), Ordering::Relaxed);
+}
+
+/// Marks the calling thread as worker `index`.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
+}
+
+/// An endpoint's idle connections, one pool per worker, most recently used last.
+///
+/// A connection's socket is registered with the runtime of the worker that opened
+/// it, so reusing it from another worker would route every wake-up across threads.
 #[derive(Debug, Default)]
-pub(super) struct IdleConnections(std::sync::Mutex<VecDeque<UpstreamConnection>>);
+pub(super) struct IdleConnections(OnceLock<Box<[Mutex<VecDeque<UpstreamConnection>>]>>);
 
 impl IdleConnections {
+    /// This worker's pool.
+    fn own(&self) -> std::sync::MutexGuard<'_, VecDeque<UpstreamConnection>> {
+        let pools = self.0.get_or_init(|| {
+            (0..WORKERS.load(Ordering::Relaxed))
+                .map(|_| Mutex::default())
+                .collect()
+        });
+        let pool = &pools[WORKER.with(Cell::get) % pools.len()];
+        pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The most recently used idle connection that is fresh and still open. The
     /// liveness probe runs outside the lock.
     fn take(&self) -> Option<UpstreamConnection> {
         loop {
-            let connection = {
-                let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
-                idle.pop_back()?
-            };
+            let connection = self.own().pop_back()?;
             if connection.idle_since.elapsed() < IDLE_TIMEOUT && connection.is_usable() {
                 return Some(connection);
             }
@@ -144,7 +177,7 @@ impl IdleConnections {
 
     fn put(&self, mut connection: UpstreamConnection) {
         connection.idle_since = Instant::now();
-        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.own();
         while idle
             .front()
             .is_some_and(|c| c.idle_since.elapsed() >= IDLE_TIMEOUT)

@@ -14,7 +14,8 @@ mod wire;
 pub use balance::Balancer;
 pub use body::UpstreamBody;
 pub use client::{
-    is_idempotent, send, RequestBody, SendFailure, UpstreamConnection, UpstreamError, IDLE_TIMEOUT,
+    enter_worker, is_idempotent, send, set_worker_count, RequestBody, SendFailure,
+    UpstreamConnection, UpstreamError, IDLE_TIMEOUT,
 };
 pub use endpoint::{parse_endpoint, Endpoint, InFlight};
 pub use pool::Pool;
