@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use http::header::USER_AGENT;
 
 use super::condition::{Condition, Verdict};
+use super::index::{Candidates, RuleIndex, Segment};
 use super::request::RequestView;
 use super::source::ValueSource;
 use super::ua::{UaClassId, UaClassifier};
@@ -46,6 +47,8 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub struct Chain {
     rules: Vec<Rule>,
+    /// Built from `rules`, which never change after `new`.
+    index: RuleIndex,
     stable: PoolId,
     sources: Sources,
     ua: UaClassifier,
@@ -65,6 +68,7 @@ impl Chain {
         debug_assert!(stable.0 < pool_names.len());
         debug_assert!(rules.iter().all(|r| r.pool.0 < pool_names.len()));
         Chain {
+            index: RuleIndex::new(&rules),
             rules,
             stable,
             sources,
@@ -77,29 +81,81 @@ impl Chain {
     /// passes `fastrand::f64`, tests pass fixed draws.
     pub fn decide(&self, request: RequestView<'_>, random: &mut dyn FnMut() -> f64) -> Decision {
         let mut cx = Context::new(self, request, random);
-        let rule = self.evaluate(&mut cx, |_, _, _, _| {});
+        let rule = self.first_match(&mut cx);
         self.decision(rule, &cx)
     }
 
-    /// Runs the chain and reports every condition it evaluated, in order, calling
-    /// `observe(rule, condition index, verdict, context)` for each. Both `decide` and
-    /// `explain` go through here, so an explanation cannot disagree with a decision.
+    /// The first rule that holds, as `evaluate` finds it, but skipping through the
+    /// index the rules whose first condition cannot hold. Their later conditions
+    /// would not have run, so the decision and the random draws are the same.
+    fn first_match(&self, cx: &mut Context<'_, '_>) -> Option<RuleId> {
+        let headers = cx.request.headers;
+        let mut holds_from = |rule, position| self.holds_from(rule, position, cx, |_, _, _, _| {});
+        for segment in self.index.segments() {
+            let matched = match segment {
+                Segment::Scan(rules) => rules.clone().find(|&rule| holds_from(rule, 0)),
+                Segment::ExactRun(run) => match run.candidates(headers) {
+                    Candidates::None => None,
+                    // The index has already checked their first condition (it has
+                    // no side effect), so only the rest of each rule runs.
+                    Candidates::FirstConditionHolds(rules) => {
+                        rules.iter().copied().find(|&rule| holds_from(rule, 1))
+                    }
+                    Candidates::All(rules) => rules.clone().find(|&rule| holds_from(rule, 0)),
+                },
+            };
+            if let Some(rule) = matched {
+                return Some(RuleId(rule));
+            }
+        }
+        None
+    }
+
+    /// The rules `decide` finds through the index rather than one by one.
+    #[cfg(test)]
+    pub(crate) fn indexed_runs(&self) -> Vec<std::ops::Range<usize>> {
+        self.index
+            .segments()
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::ExactRun(run) => Some(run.rules.clone()),
+                Segment::Scan(_) => None,
+            })
+            .collect()
+    }
+
+    /// Checks the rules one by one until one holds, and reports every condition it
+    /// evaluated, in order, calling `observe(rule, condition index, verdict, context)`
+    /// for each. `explain` goes through here; `decide` checks the same conditions,
+    /// minus the ones the index proves would fail or hold.
     pub(crate) fn evaluate<'c, 'r>(
         &'c self,
         cx: &mut Context<'c, 'r>,
         mut observe: impl FnMut(RuleId, usize, Verdict, &Context<'c, 'r>),
     ) -> Option<RuleId> {
-        'rules: for (index, rule) in self.rules.iter().enumerate() {
-            for (position, condition) in rule.conditions.iter().enumerate() {
+        (0..self.rules.len())
+            .find(|&rule| self.holds_from(rule, 0, cx, &mut observe))
+            .map(RuleId)
+    }
+
+    /// Whether the rule's conditions from `position` on all hold, checking them in
+    /// order and stopping at the first that does not.
+    fn holds_from<'c, 'r>(
+        &self,
+        rule: usize,
+        position: usize,
+        cx: &mut Context<'c, 'r>,
+        mut observe: impl FnMut(RuleId, usize, Verdict, &Context<'c, 'r>),
+    ) -> bool {
+        let conditions = &self.rules[rule].conditions[position..];
+        conditions
+            .iter()
+            .zip(position..)
+            .all(|(condition, position)| {
                 let verdict = condition.check(cx);
-                observe(RuleId(index), position, verdict, cx);
-                if !verdict.holds() {
-                    continue 'rules;
-                }
-            }
-            return Some(RuleId(index));
-        }
-        None
+                observe(RuleId(rule), position, verdict, cx);
+                verdict.holds()
+            })
     }
 
     pub(crate) fn decision(&self, rule: Option<RuleId>, cx: &Context<'_, '_>) -> Decision {

@@ -4,12 +4,14 @@
 //! the whole decision core can be tested exhaustively and benchmarked on its own.
 //! The chain is built once per config generation (`config::compile`); per request,
 //! only lookups happen: header names are pre-parsed, regexes pre-compiled, sets are
-//! hashed, and the User-Agent classes share one multi-pattern automaton.
+//! hashed, the User-Agent classes share one multi-pattern automaton, and long runs of
+//! rules testing one header's exact value are indexed by that value.
 
 mod bucket;
 mod chain;
 mod condition;
 mod explain;
+mod index;
 mod request;
 mod source;
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //!
 //! Chains are built directly from compiled parts with the small builder below; the
 //! config compiler has its own tests.
+#![expect(
+    clippy::single_range_in_vec_init,
+    reason = "`[0..5]` is a list of indexed runs, one range of rules each"
+)]
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -1576,4 +1580,400 @@ fn a_chain_can_be_shared_across_threads() {
     fn shareable<T: Send + Sync + 'static>() {}
     shareable::<Chain>();
     shareable::<Decision>();
+}
+
+// ---------------------------------------------------------------------------------
+// 8. The rule index: `decide` skips runs of exact header rules, exactly as if it
+//    had scanned them.
+// ---------------------------------------------------------------------------------
+
+/// The plain scan `explain` runs: the reference the index must agree with.
+fn decide_linearly(chain: &Chain, req: &Req, random: &mut dyn FnMut() -> f64) -> Decision {
+    let mut cx = Context::new(chain, req.view(), random);
+    let rule = chain.evaluate(&mut cx, |_, _, _, _| {});
+    chain.decision(rule, &cx)
+}
+
+/// Decides with fixed draws, checks that the linear scan makes the same decision
+/// with as many draws, and returns the decision.
+fn decide_as_linear(chain: &Chain, req: &Req, draws: &[f64]) -> Decision {
+    let (decision, used) = decide_with(chain, req, draws);
+    let mut linear_used = 0;
+    let linear = decide_linearly(chain, req, &mut || {
+        let draw = *draws
+            .get(linear_used)
+            .expect("more draws than the test provided");
+        linear_used += 1;
+        draw
+    });
+    assert_eq!(
+        (decision, used),
+        (linear, linear_used),
+        "indexed (decision, draws) differ from linear for {req:?}"
+    );
+    decision
+}
+
+/// `n` rules `<prefix><i>` to canary, each testing `header = "<prefix><i>"`.
+fn exact_run(builder: ChainBuilder, header: &str, prefix: &str, n: usize) -> ChainBuilder {
+    (0..n).fold(builder, |b, i| {
+        let value = format!("{prefix}{i}");
+        b.rule(&value, CANARY, [exact(header, &value)])
+    })
+}
+
+fn group(value: &str) -> Req {
+    req().header("x-user-group", value)
+}
+
+#[test]
+fn an_indexed_run_finds_its_first_middle_and_last_rule() {
+    let chain = exact_run(chain(), "x-user-group", "g", 8)
+        .rule("everyone", GREEN, [])
+        .build();
+    assert_eq!(chain.indexed_runs(), [0..8]);
+    for i in [0, 1, 4, 6, 7] {
+        let decision = decide_as_linear(&chain, &group(&format!("g{i}")), &[]);
+        assert_eq!((decision.pool, decision.rule), (CANARY, Some(RuleId(i))));
+    }
+    // A value no rule of the run wants goes on to the next rule.
+    for other in ["g8", "g", "G1", "g1 ", ""] {
+        let decision = decide_as_linear(&chain, &group(other), &[]);
+        assert_eq!((decision.pool, decision.rule), (GREEN, Some(RuleId(8))));
+    }
+}
+
+#[test]
+fn a_run_ends_at_the_first_rule_not_starting_with_an_exact_test_of_its_header() {
+    let chain = exact_run(chain(), "x-user-group", "g", 5)
+        .rule("beta-prefix", GREEN, [prefix("x-user-group", "beta-")])
+        .rule("staff", GREEN, [whitelist(&["42"])])
+        .rule(
+            "tenant-then-group",
+            CANARY,
+            [exact("x-tenant", "t"), exact("x-user-group", "g7")],
+        )
+        .rule("g9", BLUE, [exact("x-user-group", "g9")])
+        .build();
+    assert_eq!(chain.indexed_runs(), [0..5]);
+    let rule = |r: &Req| decide_as_linear(&chain, r, &[]).rule;
+    assert_eq!(rule(&group("g3")), Some(RuleId(3)));
+    assert_eq!(rule(&group("beta-1")), Some(RuleId(5)));
+    assert_eq!(rule(&group("zz").user("42")), Some(RuleId(6)));
+    assert_eq!(rule(&group("g7").header("x-tenant", "t")), Some(RuleId(7)));
+    assert_eq!(rule(&group("g7")), None);
+    assert_eq!(rule(&group("g9")), Some(RuleId(8)));
+    // Rules after the run are reached without the run's header too.
+    assert_eq!(rule(&req().user("42")), Some(RuleId(6)));
+}
+
+#[test]
+fn an_absent_header_skips_the_whole_run_to_later_rules_or_stable() {
+    // Every rule of the run would draw after its header test; `no_draw` panics if one
+    // does, so none of the run is evaluated past its first condition.
+    let chain = (0..6)
+        .fold(chain().stable(GREEN), |b, i| {
+            let value = format!("g{i}");
+            b.rule(&value, CANARY, [exact("x-user-group", &value), rate(1.0)])
+        })
+        .rule("staff", BLUE, [whitelist(&["42"])])
+        .build();
+    assert_eq!(chain.indexed_runs(), [0..6]);
+    let decision = decide(&chain, &req().user("42"));
+    assert_eq!((decision.pool, decision.rule), (BLUE, Some(RuleId(6))));
+    let decision = decide(&chain, &req().user("7").header("x-other", "g1"));
+    assert_eq!((decision.pool, decision.rule), (GREEN, None));
+    for r in [req().user("42"), req()] {
+        decide_as_linear(&chain, &r, &[]);
+    }
+}
+
+#[test]
+fn repeated_header_values_give_the_linear_result() {
+    let chain = exact_run(chain(), "x-user-group", "g", 5).build();
+    assert_eq!(chain.indexed_runs(), [0..5]);
+    let rule = |values: &[&str]| {
+        let r = values
+            .iter()
+            .fold(req(), |r, v| r.header("x-user-group", v));
+        decide_as_linear(&chain, &r, &[]).rule
+    };
+    // Any value passes an exact test, so the earliest rule wanting one of them wins,
+    // whichever position the value has.
+    assert_eq!(rule(&["nobody", "g3"]), Some(RuleId(3)));
+    assert_eq!(rule(&["g3", "g1"]), Some(RuleId(1)));
+    assert_eq!(rule(&["g1", "g3"]), Some(RuleId(1)));
+    assert_eq!(rule(&["x", "y", "g4"]), Some(RuleId(4)));
+    assert_eq!(rule(&["x", "y"]), None);
+}
+
+#[test]
+fn a_candidate_whose_later_condition_fails_gives_way_to_the_next_candidate() {
+    let chain = chain()
+        .rule("g0", CANARY, [exact("x-user-group", "g0")])
+        .rule(
+            "beta-half",
+            CANARY,
+            [exact("x-user-group", "beta"), permille(500, "")],
+        )
+        .rule("g2", CANARY, [exact("x-user-group", "g2")])
+        .rule(
+            "beta-rate",
+            GREEN,
+            [exact("x-user-group", "beta"), rate(0.5)],
+        )
+        .rule("beta", BLUE, [exact("x-user-group", "beta")])
+        .rule("g5", CANARY, [exact("x-user-group", "g5")])
+        .build();
+    assert_eq!(chain.indexed_runs(), [0..6]);
+    let key = |wanted: fn(u16) -> bool| {
+        (0..)
+            .map(|i: u32| i.to_string())
+            .find(|k| wanted(bucket(b"", k.as_bytes())))
+            .unwrap()
+    };
+    let (low, high) = (key(|b| b < 500), key(|b| b >= 500));
+    let high_bucket = Some(bucket(b"", high.as_bytes()));
+
+    let beta = || group("beta");
+    let decision = decide_as_linear(&chain, &beta().user(&low), &[]);
+    assert_eq!(decision.rule, Some(RuleId(1)));
+    // The per-mille fails: its bucket is reported, and the rate rule draws.
+    let decision = decide_as_linear(&chain, &beta().user(&high), &[0.2]);
+    assert_eq!(
+        (decision.pool, decision.rule, decision.bucket),
+        (GREEN, Some(RuleId(3)), high_bucket)
+    );
+    let decision = decide_as_linear(&chain, &beta().user(&high), &[0.7]);
+    assert_eq!(
+        (decision.pool, decision.rule, decision.bucket),
+        (BLUE, Some(RuleId(4)), high_bucket)
+    );
+    // Without a user key the per-mille is missing and computes no bucket.
+    let decision = decide_as_linear(&chain, &beta(), &[0.7]);
+    assert_eq!((decision.rule, decision.bucket), (Some(RuleId(4)), None));
+    // Another value never reaches the per-mille or the rate.
+    let decision = decide(&chain, &group("g5").user(&high));
+    assert_eq!((decision.rule, decision.bucket), (Some(RuleId(5)), None));
+}
+
+#[test]
+fn duplicate_values_in_a_run_are_tried_in_rule_order() {
+    let chain = chain()
+        .rule(
+            "g1-beijing",
+            GREEN,
+            [exact("x-user-group", "g1"), city(&["110000"])],
+        )
+        .rule("g0", CANARY, [exact("x-user-group", "g0")])
+        .rule(
+            "g1-app",
+            CANARY,
+            [exact("x-user-group", "g1"), ua(&["app"])],
+        )
+        .rule("g2", CANARY, [exact("x-user-group", "g2")])
+        .rule("g1", BLUE, [exact("x-user-group", "g1")])
+        .build();
+    assert_eq!(chain.indexed_runs(), [0..5]);
+    let rule = |r: &Req| decide_as_linear(&chain, r, &[]).rule;
+    assert_eq!(rule(&group("g1")), Some(RuleId(4)));
+    assert_eq!(
+        rule(&group("g1").header("user-agent", UA_APP)),
+        Some(RuleId(2))
+    );
+    let beijing_app = group("g1")
+        .header("x-city-id", "110000")
+        .header("user-agent", UA_APP);
+    assert_eq!(rule(&beijing_app), Some(RuleId(0)));
+}
+
+#[test]
+fn two_runs_on_different_headers_back_to_back_are_indexed_apart() {
+    let chain = exact_run(chain(), "x-user-group", "g", 4);
+    let chain = exact_run(chain, "x-tenant", "t", 5)
+        .rule("staff", GREEN, [whitelist(&["42"])])
+        .build();
+    assert_eq!(chain.indexed_runs(), [0..4, 4..9]);
+    let rule = |r: &Req| decide_as_linear(&chain, r, &[]).rule;
+    assert_eq!(rule(&group("g2")), Some(RuleId(2)));
+    assert_eq!(rule(&req().header("x-tenant", "t3")), Some(RuleId(7)));
+    assert_eq!(rule(&group("g1").header("x-tenant", "t0")), Some(RuleId(1)));
+    assert_eq!(rule(&group("g9").header("x-tenant", "t0")), Some(RuleId(4)));
+    // The value of one run's header means nothing to the other run.
+    assert_eq!(rule(&req().header("x-tenant", "g2")), None);
+    assert_eq!(rule(&group("t4").user("42")), Some(RuleId(9)));
+}
+
+#[test]
+fn only_runs_of_at_least_the_threshold_are_indexed() {
+    for n in [
+        1,
+        super::index::MIN_INDEXED_RUN - 1,
+        super::index::MIN_INDEXED_RUN,
+    ] {
+        let chain = exact_run(chain(), "x-user-group", "g", n)
+            .rule("tenant", GREEN, [exact("x-tenant", "t")])
+            .build();
+        let want: &[std::ops::Range<usize>] = if n >= super::index::MIN_INDEXED_RUN {
+            &[0..n]
+        } else {
+            &[]
+        };
+        assert_eq!(chain.indexed_runs(), want, "run of {n}");
+        for i in 0..n {
+            let decision = decide_as_linear(&chain, &group(&format!("g{i}")), &[]);
+            assert_eq!(decision.rule, Some(RuleId(i)), "run of {n}");
+        }
+        let decision = decide_as_linear(&chain, &group("g").header("x-tenant", "t"), &[]);
+        assert_eq!(decision.rule, Some(RuleId(n)), "run of {n}");
+    }
+}
+
+const RANDOM_HEADERS: [&str; 3] = ["x-a", "x-b", "x-c"];
+const RANDOM_VALUES: [&str; 4] = ["", "v1", "v2", "v3"];
+
+fn random_condition(rng: &mut fastrand::Rng) -> Condition {
+    let header = RANDOM_HEADERS[rng.usize(..RANDOM_HEADERS.len())];
+    let value = RANDOM_VALUES[rng.usize(..RANDOM_VALUES.len())];
+    match rng.u8(..8) {
+        0 | 1 => exact(header, value),
+        2 => prefix(header, "v"),
+        3 => present(header, rng.bool()),
+        4 => regex(header, "[12]$"),
+        5 => permille(rng.u16(..=1000), "s"),
+        6 => rate([0.0, 0.3, 0.7, 1.0][rng.usize(..4)]),
+        _ => whitelist(&["u1", "u2"]),
+    }
+}
+
+/// Up to 40 rules: runs of 1 to 10 exact tests of one header (each followed by up to
+/// two more conditions), mixed with rules starting with any condition, and rarely
+/// a rule without conditions.
+fn random_chain(rng: &mut fastrand::Rng) -> Chain {
+    let mut builder = chain().stable(PoolId(rng.usize(..POOLS.len())));
+    let len = rng.usize(..=40);
+    let mut rules = 0;
+    while rules < len {
+        let run_header = rng
+            .bool()
+            .then(|| RANDOM_HEADERS[rng.usize(..RANDOM_HEADERS.len())]);
+        let count = if run_header.is_some() {
+            rng.usize(1..=10)
+        } else {
+            rng.usize(1..=3)
+        };
+        for _ in 0..count {
+            let mut conditions: Vec<Condition> = match run_header {
+                Some(header) => {
+                    let value = RANDOM_VALUES[rng.usize(..RANDOM_VALUES.len())];
+                    vec![exact(header, value)]
+                }
+                None if rng.usize(..20) == 0 => Vec::new(),
+                None => vec![random_condition(rng)],
+            };
+            if !conditions.is_empty() {
+                conditions.extend((0..rng.usize(..=2)).map(|_| random_condition(rng)));
+            }
+            let to = PoolId(rng.usize(..POOLS.len()));
+            builder = builder.rule(&format!("r{rules}"), to, conditions);
+            rules += 1;
+        }
+    }
+    builder.build()
+}
+
+/// Each header absent, once with a value (maybe one no rule wants) or repeated; a
+/// user key or none.
+fn random_request(rng: &mut fastrand::Rng) -> Req {
+    let mut r = req();
+    let value = |rng: &mut fastrand::Rng| ["", "v1", "v2", "v3", "zz"][rng.usize(..5)];
+    for header in RANDOM_HEADERS {
+        let count = match rng.u8(..10) {
+            0..=3 => 0,
+            4..=7 => 1,
+            _ => rng.usize(2..=3),
+        };
+        for _ in 0..count {
+            r = r.header(header, value(rng));
+        }
+    }
+    match ["u1", "u2", "u3", "u4", ""][rng.usize(..5)] {
+        "" => r,
+        user => r.user(user),
+    }
+}
+
+/// Draws from an RNG seeded with `seed`, counting them in `count`.
+fn seeded_draws(seed: u64, count: &mut usize) -> impl FnMut() -> f64 + '_ {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    move || {
+        *count += 1;
+        rng.f64()
+    }
+}
+
+#[test]
+fn decide_equals_the_linear_scan_and_explain_on_random_chains() {
+    let mut rng = fastrand::Rng::with_seed(0x6772_6179_6761_7465);
+    // How many indexed runs the requests got past, by how often they carried the
+    // run's header (absent, once, repeated), and how many matched inside one.
+    let mut runs_passed = [0usize; 3];
+    let mut matched_in_run = [0usize; 3];
+    let (mut draws, mut buckets, mut stable) = (0, 0, 0);
+    for _ in 0..400 {
+        let chain = random_chain(&mut rng);
+        let runs = chain.indexed_runs();
+        for _ in 0..40 {
+            let r = random_request(&mut rng);
+            let seed = rng.u64(..);
+            let (mut used, mut linear_used, mut explain_used) = (0, 0, 0);
+            let decision = chain.decide(r.view(), &mut seeded_draws(seed, &mut used));
+            let linear = decide_linearly(&chain, &r, &mut seeded_draws(seed, &mut linear_used));
+            assert_eq!(
+                (decision, used),
+                (linear, linear_used),
+                "indexed vs linear on {r:?} with chain {:#?}",
+                chain.rules()
+            );
+            let e = chain.explain(r.view(), &mut seeded_draws(seed, &mut explain_used));
+            let rule = decision.rule.map_or("default", |id| &*chain.rule(id).name);
+            assert_eq!(
+                (e.pool.as_str(), e.rule.as_str(), e.bucket, explain_used),
+                (chain.pool_name(decision.pool), rule, decision.bucket, used),
+                "explain vs decide on {r:?}"
+            );
+
+            let header_count = |run: &std::ops::Range<usize>| {
+                let Condition::Header { name, .. } = &chain.rules()[run.start].conditions[0] else {
+                    unreachable!("an indexed run starts with a header test")
+                };
+                r.headers.get_all(name).iter().count().min(2)
+            };
+            let reached = decision.rule.map_or(usize::MAX, |id| id.0);
+            for run in &runs {
+                if run.end <= reached {
+                    runs_passed[header_count(run)] += 1;
+                } else if run.contains(&reached) {
+                    matched_in_run[header_count(run)] += 1;
+                }
+            }
+            draws += usize::from(used > 0);
+            buckets += usize::from(decision.bucket.is_some());
+            stable += usize::from(decision.rule.is_none());
+        }
+    }
+    // Every path of the index, and of the rules around it, was exercised.
+    for (what, count) in [
+        ("runs passed, header absent", runs_passed[0]),
+        ("runs passed, header once", runs_passed[1]),
+        ("runs passed, header repeated", runs_passed[2]),
+        ("matches in a run, header once", matched_in_run[1]),
+        ("matches in a run, header repeated", matched_in_run[2]),
+        ("decisions that drew", draws),
+        ("decisions with a bucket", buckets),
+        ("decisions for the stable pool", stable),
+    ] {
+        assert!(count >= 100, "{what}: only {count}");
+    }
+    assert_eq!(matched_in_run[0], 0, "a run matched without its header");
 }
