@@ -64,7 +64,6 @@ pub struct Listeners {
 }
 
 /// Connection slots: `max_connections` for the whole process, shared by its workers.
-/// Past the limit, new connections wait in the kernel's accept queue.
 pub fn connection_slots(settings: &ServerSettings) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(settings.max_connections))
 }
@@ -82,10 +81,6 @@ pub async fn serve(
     let builders = Arc::new(Builders::new(&settings));
     let graceful = GracefulShutdown::new();
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = shutdown.wait() => break,
-        };
         let (accepted, tls) = tokio::select! {
             accepted = listeners.plain.accept() => (accepted, false),
             accepted = accept_optional(listeners.tls.as_ref()) => (accepted, true),
@@ -99,6 +94,14 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // Past the limit, this worker holds the connection it just accepted, unserved,
+        // until a slot frees, and accepts nothing more; later ones wait in the kernel's
+        // accept queue. (Taking the slot before accepting would let a worker wait on an
+        // empty socket while the waiting connection sits in another worker's queue.)
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
         let active = proxy.shared().metrics.active_connections().clone();

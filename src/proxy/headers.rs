@@ -9,6 +9,7 @@ use http::Version;
 use super::ClientConnection;
 use crate::routing::Decision;
 use crate::snapshot::Snapshot;
+use crate::upstream::ExtraHeaders;
 
 pub const X_GRAYGATE_POOL: HeaderName = HeaderName::from_static("x-graygate-pool");
 pub const X_GRAYGATE_RULE: HeaderName = HeaderName::from_static("x-graygate-rule");
@@ -71,35 +72,59 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Rewrites a client request head into the upstream request head, in place.
+/// Rewrites a client request head into the upstream request head, in place, and
+/// returns the headers the gateway adds, to be written after the client's.
+///
+/// Most requests carry none of the headers the gateway sets, so the added ones go onto
+/// the wire directly (see [`ExtraHeaders`]); a client-sent one is replaced or extended
+/// in the map instead, as before.
 pub fn to_upstream(
     head: &mut Parts,
     client: &ClientConnection,
     pool: &HeaderValue,
     rule: &HeaderValue,
-) {
+) -> ExtraHeaders {
     let headers = &mut head.headers;
+    strip_hop_by_hop(headers);
+    let sent = Sent::scan(headers);
+    if sent.graygate {
+        drop_graygate_headers(headers);
+    }
+    let mut extra = ExtraHeaders::default();
+
     // The host the client asked for: the target's authority when it has one (HTTP/2's
     // :authority, or an absolute-form HTTP/1.1 target, which RFC 9112 §3.2.2 says
     // overrides Host), else the Host header.
     let host = match head.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        Some(authority) => HeaderValue::from_str(authority.as_str())
+            .ok()
+            .inspect(|host| {
+                headers.insert(header::HOST, host.clone());
+            }),
         None => headers.get(header::HOST).cloned(),
     };
-    strip_hop_by_hop(headers);
-    drop_graygate_headers(headers);
-    // Room for the headers added below, in one step rather than several regrowths.
-    headers.reserve(7);
-
     if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
-        headers.insert(header::HOST, host);
+        if sent.forwarded_host {
+            headers.remove(X_FORWARDED_HOST);
+        }
+        extra.push(X_FORWARDED_HOST, host);
     }
-    append_forwarded_for(headers, &client.remote_ip);
-    headers.insert(X_FORWARDED_PROTO, client.scheme.clone());
-    append_via(headers, head.version);
-    headers.insert(X_GRAYGATE_POOL, pool.clone());
-    headers.insert(X_GRAYGATE_RULE, rule.clone());
+    if sent.forwarded_for {
+        append_forwarded_for(headers, &client.remote_ip);
+    } else {
+        extra.push(X_FORWARDED_FOR, client.remote_ip.clone());
+    }
+    if sent.forwarded_proto {
+        headers.remove(X_FORWARDED_PROTO);
+    }
+    extra.push(X_FORWARDED_PROTO, client.scheme.clone());
+    if sent.via {
+        append_via(headers, head.version);
+    } else {
+        extra.push(header::VIA, HeaderValue::from_static(via(head.version)));
+    }
+    extra.push(X_GRAYGATE_POOL, pool.clone());
+    extra.push(X_GRAYGATE_RULE, rule.clone());
 
     // Upstreams get the origin form (`/path?query`) over HTTP/1.1, whatever the client
     // sent; `OPTIONS *` keeps its asterisk.
@@ -109,6 +134,38 @@ pub fn to_upstream(
     };
     head.uri = Uri::from(target);
     head.version = Version::HTTP_11;
+    extra
+}
+
+/// Which of the headers the gateway sets the client sent itself: one pass over the
+/// names instead of a hashed lookup for each.
+#[derive(Debug, Default)]
+struct Sent {
+    forwarded_host: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    via: bool,
+    graygate: bool,
+}
+
+impl Sent {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut sent = Sent::default();
+        for name in headers.keys() {
+            if name == header::VIA {
+                sent.via = true;
+            } else if name == X_FORWARDED_FOR {
+                sent.forwarded_for = true;
+            } else if name == X_FORWARDED_HOST {
+                sent.forwarded_host = true;
+            } else if name == X_FORWARDED_PROTO {
+                sent.forwarded_proto = true;
+            } else if name.as_str().starts_with(GRAYGATE_PREFIX) {
+                sent.graygate = true;
+            }
+        }
+        sent
+    }
 }
 
 /// An HTTP/1.0 client may send no Host; the upstream then gets the endpoint's.
@@ -145,14 +202,19 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR, joined.unwrap_or_else(|| ip.clone()));
 }
 
-fn append_via(headers: &mut HeaderMap, version: Version) {
-    let ours: &'static str = match version {
+/// This hop's `Via` entry, by the protocol version the client used.
+fn via(version: Version) -> &'static str {
+    match version {
         Version::HTTP_09 => "0.9 graygate",
         Version::HTTP_10 => "1.0 graygate",
         Version::HTTP_2 => "2 graygate",
         Version::HTTP_3 => "3 graygate",
         _ => "1.1 graygate",
-    };
+    }
+}
+
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let ours = via(version);
     let joined = join_with(headers, &header::VIA, ours.as_bytes());
     headers.insert(
         header::VIA,
@@ -222,6 +284,96 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept"]);
+    }
+
+    fn upstream_head(request: http::Request<()>) -> (Parts, Vec<(String, String)>) {
+        let client = ClientConnection::new("10.0.0.9:5000".parse().unwrap(), true);
+        let (mut head, ()) = request.into_parts();
+        let pool = HeaderValue::from_static("canary");
+        let rule = HeaderValue::from_static("r1");
+        let extra = to_upstream(&mut head, &client, &pool, &rule);
+        let extra = extra
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        (head, extra)
+    }
+
+    #[test]
+    fn added_headers_go_on_the_wire_when_the_client_sent_none() {
+        let request = http::Request::get("/p?q=1")
+            .header("host", "shop.example")
+            .header("connection", "keep-alive")
+            .body(())
+            .unwrap();
+        let (head, extra) = upstream_head(request);
+        let names: Vec<&str> = head.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["host"],
+            "the client's map only loses hop-by-hop headers"
+        );
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            extra,
+            pairs(&[
+                ("x-forwarded-host", "shop.example"),
+                ("x-forwarded-for", "10.0.0.9"),
+                ("x-forwarded-proto", "https"),
+                ("via", "1.1 graygate"),
+                ("x-graygate-pool", "canary"),
+                ("x-graygate-rule", "r1"),
+            ])
+        );
+        assert_eq!(head.uri, "/p?q=1");
+    }
+
+    #[test]
+    fn client_sent_forwarding_headers_are_extended_or_replaced_once() {
+        let request = http::Request::get("http://target.example/x")
+            .header("host", "ignored.example")
+            .header("x-forwarded-for", "1.2.3.4")
+            .header("via", "1.0 edge")
+            .header("x-forwarded-host", "spoofed")
+            .header("x-forwarded-proto", "gopher")
+            .header("x-graygate-pool", "blue")
+            .body(())
+            .unwrap();
+        let (head, extra) = upstream_head(request);
+        let h = &head.headers;
+        assert_eq!(h["host"], "target.example");
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["via"], "1.0 edge, 1.1 graygate");
+        for gone in ["x-forwarded-host", "x-forwarded-proto", "x-graygate-pool"] {
+            assert!(h.get(gone).is_none(), "{gone} left in the map");
+        }
+        let names: Vec<&str> = extra.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-graygate-pool",
+                "x-graygate-rule"
+            ]
+        );
+        assert_eq!(extra[0].1, "target.example");
+        assert_eq!(extra[1].1, "https");
+        // Every header reaches the upstream exactly once.
+        for name in [
+            "x-forwarded-for",
+            "via",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+        ] {
+            let total =
+                h.get_all(name).iter().count() + names.iter().filter(|n| **n == name).count();
+            assert_eq!(total, 1, "{name}");
+        }
     }
 
     #[test]

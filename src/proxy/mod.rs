@@ -37,7 +37,7 @@ use crate::routing::{Decision, RequestView};
 use crate::shared::Shared;
 use crate::snapshot::{LiveConfig, Snapshot};
 use crate::upstream::{
-    self, is_idempotent, Endpoint, InFlight, RequestBody, UpstreamBody, UpstreamError,
+    self, is_idempotent, Endpoint, ExtraHeaders, InFlight, RequestBody, UpstreamBody, UpstreamError,
 };
 
 /// Retries of one request, on other endpoints, beyond its first attempt.
@@ -172,7 +172,7 @@ async fn forward(
     let (mut head, body) = request.into_parts();
     let upgrade = upgrade::take(&mut head);
     let pool = snapshot.pool(decision);
-    headers::to_upstream(
+    let extra = headers::to_upstream(
         &mut head,
         client,
         &pool.name_header,
@@ -187,7 +187,14 @@ async fn forward(
     let mut attempted: Option<Arc<Endpoint>> = None;
     let sent = tokio::time::timeout(
         snapshot.settings.request_timeout,
-        send_with_retries(snapshot, decision, request, upstream, &mut attempted),
+        send_with_retries(
+            snapshot,
+            decision,
+            request,
+            &extra,
+            upstream,
+            &mut attempted,
+        ),
     )
     .await;
     let mut response = match sent {
@@ -222,6 +229,7 @@ async fn send_with_retries(
     snapshot: &Snapshot,
     decision: &mut Decision,
     mut request: Request<RequestBody>,
+    extra: &ExtraHeaders,
     upstream: &mut Upstream,
     attempted: &mut Option<Arc<Endpoint>>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
@@ -245,7 +253,7 @@ async fn send_with_retries(
         }
         *attempted = Some(in_flight.endpoint());
         headers::ensure_host(request.headers_mut(), &in_flight.authority);
-        match upstream::send(&in_flight, pool.connect_timeout, request).await {
+        match upstream::send(&in_flight, pool.connect_timeout, request, extra).await {
             Ok(response) => {
                 pool.report(&in_flight, !response.status().is_server_error());
                 upstream.in_flight = Some(in_flight);

@@ -29,7 +29,7 @@ use tracing::debug;
 
 use super::body::UpstreamBody;
 use super::endpoint::Endpoint;
-use super::wire::{self, ProtocolError, RequestFraming};
+use super::wire::{self, ExtraHeaders, ProtocolError, RequestFraming};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -247,6 +247,7 @@ pub async fn send(
     endpoint: &Endpoint,
     connect_timeout: Duration,
     mut request: Request<RequestBody>,
+    extra: &ExtraHeaders,
 ) -> Result<Response<UpstreamBody>, SendFailure> {
     // Idle connections first. One the upstream closed while it sat idle fails before
     // any response byte; a bodiless request then goes on another connection, as
@@ -256,7 +257,7 @@ pub async fn send(
     // automatic retry is not retried again).
     while let Some(connection) = endpoint.idle.take() {
         let replayable = request.body().is_empty() && is_idempotent(request.method());
-        match exchange(connection, &mut request).await {
+        match exchange(connection, &mut request, extra).await {
             Ok(response) => return Ok(response),
             Err(Failed::Unsent(error)) => {
                 debug!(endpoint = &*endpoint.address, %error, "idle upstream connection failed; trying another");
@@ -282,7 +283,7 @@ pub async fn send(
             })
         }
     };
-    match exchange(connection, &mut request).await {
+    match exchange(connection, &mut request, extra).await {
         Ok(response) => Ok(response),
         Err(Failed::Unsent(error)) => Err(SendFailure {
             error,
@@ -300,6 +301,7 @@ pub async fn send(
 async fn exchange(
     mut connection: UpstreamConnection,
     request: &mut Request<RequestBody>,
+    extra: &ExtraHeaders,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let framing = match request.body() {
         RequestBody::Streaming(_)
@@ -309,7 +311,7 @@ async fn exchange(
         }
         _ => RequestFraming::AsDeclared,
     };
-    wire::encode_request_head(request, framing, &mut connection.write);
+    wire::encode_request_head(request, extra, framing, &mut connection.write);
     // A first write that fails wrote nothing.
     let written = match connection.stream.write(&connection.write).await {
         Ok(0) => return Err(Failed::Unsent(UpstreamError::Closed)),
@@ -398,10 +400,12 @@ async fn read_head(
 ) -> Result<wire::ResponseHead, (UpstreamError, bool)> {
     loop {
         let got_bytes = !connection.read.is_empty();
-        match wire::parse_response_head(&mut connection.read) {
-            Ok(Some(head)) => return Ok(head),
-            Ok(None) => {}
-            Err(err) => return Err((err.into(), true)),
+        if got_bytes {
+            match wire::parse_response_head(&mut connection.read) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(err) => return Err((err.into(), true)),
+            }
         }
         if connection.read.capacity() - connection.read.len() < 1024 {
             connection.read.reserve(READ_BUFFER);

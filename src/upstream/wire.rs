@@ -33,16 +33,42 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// Writes the request line and headers. `headers` arrive with hop-by-hop headers
-/// already removed, so the framing header is this function's to add.
-pub fn encode_request_head<B>(request: &Request<B>, framing: RequestFraming, out: &mut Vec<u8>) {
+/// Headers written onto the wire after the request's own: what the proxy adds to every
+/// request (the forwarded headers, the decision). Inserting new names into the client's
+/// header map instead would regrow (rehash) the map on every request.
+#[derive(Debug, Default)]
+pub struct ExtraHeaders {
+    slots: [Option<(HeaderName, HeaderValue)>; 6],
+}
+
+impl ExtraHeaders {
+    /// Adds a header; more than the slots hold is a programming error.
+    pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
+        let slot = self.slots.iter_mut().find(|s| s.is_none());
+        *slot.expect("ExtraHeaders has a slot for every header the proxy adds") =
+            Some((name, value));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.slots.iter().flatten().map(|(n, v)| (n, v))
+    }
+}
+
+/// Writes the request line and headers, then `extra`. `headers` arrive with hop-by-hop
+/// headers already removed, so the framing header is this function's to add.
+pub fn encode_request_head<B>(
+    request: &Request<B>,
+    extra: &ExtraHeaders,
+    framing: RequestFraming,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.extend_from_slice(request.method().as_str().as_bytes());
     out.push(b' ');
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in request.headers() {
+    for (name, value) in request.headers().iter().chain(extra.iter()) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -398,25 +424,30 @@ mod tests {
             .header("x-one", "1")
             .body(())
             .unwrap();
-        let mut out = Vec::new();
-        encode_request_head(&request, RequestFraming::Chunked, &mut out);
+        let (mut out, none, mut extra) =
+            (Vec::new(), ExtraHeaders::default(), ExtraHeaders::default());
+        extra.push(
+            HeaderName::from_static("x-added"),
+            HeaderValue::from_static("2"),
+        );
+        encode_request_head(&request, &extra, RequestFraming::Chunked, &mut out);
         assert_eq!(
             out,
-            b"POST /a?b=1 HTTP/1.1\r\nhost: example.com\r\nx-one: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"POST /a?b=1 HTTP/1.1\r\nhost: example.com\r\nx-one: 1\r\nx-added: 2\r\ntransfer-encoding: chunked\r\n\r\n"
         );
-        encode_request_head(&request, RequestFraming::AsDeclared, &mut out);
+        encode_request_head(&request, &none, RequestFraming::AsDeclared, &mut out);
         assert!(out.ends_with(b"x-one: 1\r\ncontent-length: 0\r\n\r\n"));
         request
             .headers_mut()
             .insert("content-length", HeaderValue::from_static("3"));
-        encode_request_head(&request, RequestFraming::AsDeclared, &mut out);
+        encode_request_head(&request, &none, RequestFraming::AsDeclared, &mut out);
         assert!(out.ends_with(b"content-length: 3\r\n\r\n"));
         assert_eq!(
             out.windows(16).filter(|w| w == b"content-length: ").count(),
             1
         );
         let get = Request::get("/").body(()).unwrap();
-        encode_request_head(&get, RequestFraming::AsDeclared, &mut out);
+        encode_request_head(&get, &none, RequestFraming::AsDeclared, &mut out);
         assert_eq!(out, b"GET / HTTP/1.1\r\n\r\n");
     }
 
