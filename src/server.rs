@@ -115,14 +115,16 @@ pub async fn serve(
         let first_byte_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
             let metrics = &context.proxy.shared().metrics;
+            // The TLS path is boxed: its state (the TLS session inline) would otherwise
+            // size every plain connection's task too.
             let result = if tls {
-                serve_tls(
+                Box::pin(serve_tls(
                     &builders,
                     watcher,
                     stream,
                     Arc::clone(&context),
                     first_byte_timeout,
-                )
+                ))
                 .await
             } else {
                 serve_plain(

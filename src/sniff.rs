@@ -86,6 +86,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = (self.end - self.start).min(buf.remaining());
             buf.put_slice(&self.prefix[self.start..self.start + n]);
             self.start += n;
+            // Whatever else has arrived goes in the same read: a reader that got only
+            // the prefix would read again, and hyper then grows its 8 KiB read buffer
+            // to 16 KiB for the rest, for the life of the connection. An error or the
+            // end of the stream shows up on the next read.
+            if self.start == self.end && buf.remaining() > 0 {
+                let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -136,6 +143,17 @@ mod tests {
         let mut head = [0u8; 16];
         stream.read_exact(&mut head).await.unwrap();
         assert_eq!(&head, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn the_first_read_returns_the_prefix_and_what_followed_it() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let request = b"GET /a/long/path/beyond/the/prefix HTTP/1.1\r\nHost: x\r\n\r\n";
+        client.write_all(request).await.unwrap();
+        let (_, mut stream) = sniff(server, Duration::from_secs(1)).await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], request, "one read, the whole request");
     }
 
     #[tokio::test]

@@ -274,7 +274,9 @@ pub async fn send(
             }
         }
     }
-    let connection = match connect(endpoint, connect_timeout).await {
+    // Boxed: a new connection is the rare case under keep-alive, and its state would
+    // otherwise size every request's future (which hyper keeps per client connection).
+    let connection = match Box::pin(connect(endpoint, connect_timeout)).await {
         Ok(connection) => connection,
         Err(error) => {
             return Err(SendFailure {
