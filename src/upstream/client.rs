@@ -150,18 +150,24 @@ pub fn enter_worker(index: usize) {
 /// A connection's socket is registered with the runtime of the worker that opened
 /// it, so reusing it from another worker would route every wake-up across threads.
 #[derive(Debug, Default)]
-pub(super) struct IdleConnections(OnceLock<Box<[Mutex<VecDeque<UpstreamConnection>>]>>);
+pub(super) struct IdleConnections(OnceLock<Box<[WorkerPool]>>);
+
+/// One worker's pool, alone on its cache lines: two workers' locks side by side would
+/// bounce one line between their cores on every request.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct WorkerPool(Mutex<VecDeque<UpstreamConnection>>);
 
 impl IdleConnections {
     /// This worker's pool.
     fn own(&self) -> std::sync::MutexGuard<'_, VecDeque<UpstreamConnection>> {
         let pools = self.0.get_or_init(|| {
             (0..WORKERS.load(Ordering::Relaxed))
-                .map(|_| Mutex::default())
+                .map(|_| WorkerPool::default())
                 .collect()
         });
         let pool = &pools[WORKER.with(Cell::get) % pools.len()];
-        pool.lock().unwrap_or_else(|p| p.into_inner())
+        pool.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The most recently used idle connection that is fresh and still open. The
