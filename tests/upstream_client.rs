@@ -154,6 +154,14 @@ impl Scripted {
         self.received.lock().unwrap().clone()
     }
 
+    /// Every request read so far as `"<connection>.<nth on it> <path>"`, in order.
+    fn sequence(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .map(|r| format!("{}.{} {}", r.conn, r.nth, r.path()))
+            .collect()
+    }
+
     /// Requests read so far on connection `conn`.
     fn on_connection(&self, conn: usize) -> Vec<Received> {
         self.received()
@@ -574,19 +582,7 @@ async fn keep_alive_connection_is_reused_for_sequential_requests() {
         settle().await;
     }
     assert_eq!(up.connections(), 1, "{:?}", up.received());
-    let seen: Vec<_> = up
-        .received()
-        .iter()
-        .map(|r| (r.conn, r.nth, r.path().to_string()))
-        .collect();
-    assert_eq!(
-        seen,
-        [
-            (1, 1, "/one".to_string()),
-            (1, 2, "/two".to_string()),
-            (1, 3, "/three".to_string())
-        ]
-    );
+    assert_eq!(up.sequence(), ["1.1 /one", "1.2 /two", "1.3 /three"]);
 }
 
 /// A chunked response with chunk extensions and a trailer, split across writes at
@@ -666,19 +662,21 @@ async fn connection_close_and_http10_responses_are_not_reused() {
     })
     .await;
     let gw = gateway(up.addr, "");
-    let first = fetch_get(&gw, "/first").await;
-    assert_eq!(
-        (first.status, first.text().as_str()),
-        (StatusCode::OK, "first")
-    );
-    settle().await;
-    let second = fetch_get(&gw, "/second").await;
-    assert_eq!(
-        (second.status, second.text().as_str()),
-        (StatusCode::OK, "second")
-    );
-    settle().await;
-    let third = fetch_get(&gw, "/third").await;
+    none_reused(&gw, &up, "first", "second").await;
+}
+
+/// GETs `/first`, `/second` and `/third` in turn: the first two answer `first` and
+/// `second`, the third is echoed, and each request went on a connection of its own.
+async fn none_reused(gw: &Gateway, up: &Scripted, first: &str, second: &str) {
+    for (path, want) in [("/first", first), ("/second", second)] {
+        let answer = fetch_get(gw, path).await;
+        assert_eq!(
+            (answer.status, answer.text().as_str()),
+            (StatusCode::OK, want)
+        );
+        settle().await;
+    }
+    let third = fetch_get(gw, "/third").await;
     assert_eq!(third.status, 200);
     assert_eq!(third.text(), "answer to /third");
     assert_eq!(up.connections(), 3, "{:?}", up.received());
@@ -817,25 +815,7 @@ async fn bytes_after_a_content_length_body_prevent_reuse() {
     })
     .await;
     let gw = gateway(up.addr, "");
-    let first = fetch_get(&gw, "/first").await;
-    assert_eq!(
-        (first.status, first.text().as_str()),
-        (StatusCode::OK, "hello")
-    );
-    settle().await;
-    let second = fetch_get(&gw, "/second").await;
-    assert_eq!(
-        (second.status, second.text().as_str()),
-        (StatusCode::OK, "world")
-    );
-    settle().await;
-    let third = fetch_get(&gw, "/third").await;
-    assert_eq!(third.status, 200);
-    assert_eq!(third.text(), "answer to /third");
-    assert_eq!(up.connections(), 3, "{:?}", up.received());
-    for conn in 1..=3 {
-        assert_eq!(up.on_connection(conn).len(), 1, "connection {conn}");
-    }
+    none_reused(&gw, &up, "hello", "world").await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -922,19 +902,7 @@ async fn get_on_a_reused_connection_closed_unanswered_is_resent_once() {
     let again = fetch_get(&gw, "/again").await;
     assert_eq!(again.status, 200, "{:?}", again.body);
     assert_eq!(again.text(), "answer to /again");
-    let seen: Vec<_> = up
-        .received()
-        .iter()
-        .map(|r| (r.conn, r.nth, r.path().to_string()))
-        .collect();
-    assert_eq!(
-        seen,
-        [
-            (1, 1, "/warm".to_string()),
-            (1, 2, "/again".to_string()),
-            (2, 1, "/again".to_string())
-        ]
-    );
+    assert_eq!(up.sequence(), ["1.1 /warm", "1.2 /again", "2.1 /again"]);
 }
 
 /// The same failure for a POST with a body is answered 502 and never resent: the
