@@ -1295,3 +1295,95 @@ async fn large_chunked_and_content_length_bodies_stream_intact() {
     assert_same_bytes(length.bytes(), &length_data, "content-length body");
     assert_eq!(up.connections(), 1, "{:?}", up.received().len());
 }
+
+// ---------------------------------------------------------------------------------
+// 14. Answers that come while the request body is still being sent
+// ---------------------------------------------------------------------------------
+
+/// Reads from `stream` until a blank line ends a request head; returns the head.
+async fn read_request_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.expect("read head");
+        assert_eq!(n, 1, "connection closed inside the head");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// An upstream that refuses an upload as soon as it has the head (a 413 without
+/// reading the body, as an upstream enforcing its own limit does) gets that answer
+/// relayed at once, while the client is still sending: the rest of the body is not
+/// waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_is_read_is_relayed_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_request_head(&mut stream).await;
+        stream
+            .write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large",
+            )
+            .await
+            .unwrap();
+        // Keep the connection open, unread, so the answer is not lost to a reset.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let gw = gateway(addr, "");
+
+    let mut client = TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        .await
+        .unwrap();
+    client.write_all(&[b'x'; 64 * 1024]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), client.read(&mut answer))
+        .await
+        .expect("the 413 arrives while the body is still incomplete")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    upstream.abort();
+}
+
+/// `100 Continue` in the middle of an upload is only an interim answer: the body
+/// goes on to its end and the final answer, which counts the bytes, is relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_during_an_upload_does_not_cut_the_body() {
+    const LEN: usize = 256 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let head = read_request_head(&mut stream).await;
+        stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        let length: usize = header_values(&head, "content-length")[0].parse().unwrap();
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.unwrap();
+        let count = body.iter().filter(|&&b| b == b'y').count().to_string();
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{count}",
+            count.len()
+        );
+        stream.write_all(reply.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let gw = gateway(addr, "");
+
+    let request = Request::post(gw.url("/upload"))
+        .body(Full::new(Bytes::from(vec![b'y'; LEN])))
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), send(request))
+        .await
+        .expect("answered within 10 s");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, LEN.to_string());
+    upstream.abort();
+}

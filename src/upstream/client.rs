@@ -23,7 +23,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -333,24 +333,30 @@ async fn exchange(
         .await
         .map_err(|e| Failed::NoResponse(UpstreamError::Io(e)))?;
 
+    // An interim (1xx) answer is a response byte: after one, a failure is late.
+    let mut interim = false;
+    // A final answer that came while the body was still being sent.
+    let mut early = None;
     if let RequestBody::Streaming(body) = std::mem::replace(request.body_mut(), RequestBody::Empty)
     {
-        send_body(conn, body, framing).await.map_err(Failed::Late)?;
+        early = send_body_or_early_answer(conn, body, framing, &mut interim).await?;
     }
 
     let method = request.method().clone();
-    // An interim (1xx) answer is a response byte: after one, a failure is late.
-    let mut interim = false;
+    let body_cut_short = early.is_some();
     loop {
-        let head = match read_head(conn).await {
-            Ok(head) => head,
-            Err((error, false)) if !interim => return Err(Failed::NoResponse(error)),
-            Err((error, _)) => return Err(Failed::Late(error)),
+        let head = match early.take() {
+            Some(head) => head,
+            None => match read_head(&mut conn.stream, &mut conn.read).await {
+                Ok(head) => head,
+                Err((error, false)) if !interim => return Err(Failed::NoResponse(error)),
+                Err((error, _)) => return Err(Failed::Late(error)),
+            },
         };
         let status = head.response.status();
         // 1xx answers (100 Continue, 103 Early Hints) precede the real one; 101 is
         // final: the connection then carries another protocol.
-        if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+        if is_interim(status) {
             interim = true;
             continue;
         }
@@ -360,14 +366,52 @@ async fn exchange(
             let (framing, reusable) =
                 wire::response_framing(&method, status, head.chunked, head.response.headers())
                     .map_err(|e| Failed::Late(e.into()))?;
-            UpstreamBody::new(connection, framing, reusable && head.keep_alive)
+            // After an early answer the rest of the request body was never sent.
+            let reusable = reusable && head.keep_alive && !body_cut_short;
+            UpstreamBody::new(connection, framing, reusable)
         };
         return Ok(head.response.map(|()| body));
     }
 }
 
-async fn send_body(
+fn is_interim(status: http::StatusCode) -> bool {
+    status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS
+}
+
+/// Streams the request body while watching for the response: an upstream may answer
+/// before it has read the whole body (a 413, a 401), and that answer is relayed at
+/// once, the rest of the body left unsent, as hyper's client did. Interim answers
+/// (100 Continue) only mark `interim`; the body goes on.
+async fn send_body_or_early_answer(
     connection: &mut UpstreamConnection,
+    body: Limited<Incoming>,
+    framing: RequestFraming,
+    interim: &mut bool,
+) -> Result<Option<wire::ResponseHead>, Failed> {
+    let UpstreamConnection {
+        stream,
+        read,
+        write,
+        ..
+    } = connection;
+    let (mut reader, mut writer) = stream.split();
+    let mut sending = std::pin::pin!(send_body(&mut writer, write, body, framing));
+    loop {
+        tokio::select! {
+            biased;
+            head = read_head(&mut reader, read) => match head {
+                Ok(head) if is_interim(head.response.status()) => *interim = true,
+                Ok(head) => return Ok(Some(head)),
+                Err((error, _)) => return Err(Failed::Late(error)),
+            },
+            sent = &mut sending => return sent.map(|()| None).map_err(Failed::Late),
+        }
+    }
+}
+
+async fn send_body<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    scratch: &mut Vec<u8>,
     mut body: Limited<Incoming>,
     framing: RequestFraming,
 ) -> Result<(), UpstreamError> {
@@ -382,43 +426,39 @@ async fn send_body(
                 if data.is_empty() {
                     continue; // an empty chunk would end the body
                 }
-                wire::encode_chunk(&data, &mut connection.write);
-                &connection.write
+                wire::encode_chunk(&data, scratch);
+                scratch
             }
         };
-        connection
-            .stream
-            .write_all(bytes)
-            .await
-            .map_err(UpstreamError::Io)?;
+        out.write_all(bytes).await.map_err(UpstreamError::Io)?;
     }
     if framing == RequestFraming::Chunked {
-        connection
-            .stream
-            .write_all(wire::LAST_CHUNK)
+        out.write_all(wire::LAST_CHUNK)
             .await
             .map_err(UpstreamError::Io)?;
     }
     Ok(())
 }
 
-/// Reads one response head; the error says whether any response byte had arrived.
-async fn read_head(
-    connection: &mut UpstreamConnection,
+/// Reads one response head into `read` and parses it; the error says whether any
+/// response byte had arrived. Cancel-safe: bytes read stay in `read`.
+async fn read_head<R: AsyncRead + Unpin>(
+    input: &mut R,
+    read: &mut BytesMut,
 ) -> Result<wire::ResponseHead, (UpstreamError, bool)> {
     loop {
-        let got_bytes = !connection.read.is_empty();
+        let got_bytes = !read.is_empty();
         if got_bytes {
-            match wire::parse_response_head(&mut connection.read) {
+            match wire::parse_response_head(read) {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(err) => return Err((err.into(), true)),
             }
         }
-        if connection.read.capacity() - connection.read.len() < 1024 {
-            connection.read.reserve(READ_BUFFER);
+        if read.capacity() - read.len() < 1024 {
+            read.reserve(READ_BUFFER);
         }
-        match connection.stream.read_buf(&mut connection.read).await {
+        match input.read_buf(read).await {
             Ok(0) => return Err((UpstreamError::Closed, got_bytes)),
             Ok(_) => {}
             Err(err) => return Err((UpstreamError::Io(err), got_bytes)),
