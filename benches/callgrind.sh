@@ -33,45 +33,10 @@ trap cleanup EXIT
 
 # Ports on 127.0.0.1 unlikely to clash with the load benchmark's.
 GW=18281 ADMIN=18282 BLUE=19281 CANARY=19282
-mkdir -p "$WORK/tmp"
-cat > "$WORK/origin.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/origin.pid;
-error_log $WORK/origin.err;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
-  uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
-  server { listen 127.0.0.1:$BLUE; location / { return 200 "blue\n"; } }
-  server { listen 127.0.0.1:$CANARY; location / { return 200 "canary\n"; } } }
-EOF
+. "$HERE/job.sh"
+origin_conf "$WORK" "$BLUE" "$CANARY" > "$WORK/origin.conf"
 seq 1000000 1000099 > "$WORK/staff.txt"
-cat > "$WORK/graygate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$GW"
-admin_listen = "127.0.0.1:$ADMIN"
-workers = 1
-[pools.blue]
-endpoints = ["127.0.0.1:$BLUE"]
-[pools.canary]
-endpoints = ["127.0.0.1:$CANARY"]
-[routing]
-stable = "blue"
-user_key = { header = "x-user-id" }
-[[rules]]
-name = "canary-header"
-match = { header = { name = "x-canary", exact = "true" } }
-to = "canary"
-[[rules]]
-name = "staff"
-match = { whitelist_file = "staff.txt" }
-to = "canary"
-[[rules]]
-name = "canary-50"
-match = { permille = 50 }
-to = "canary"
-EOF
+graygate_conf "$GW" "$ADMIN" "$BLUE" "$CANARY" > "$WORK/graygate.toml"
 
 nginx -c "$WORK/origin.conf" -p "$WORK" &
 PIDS+=($!)

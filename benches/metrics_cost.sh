@@ -25,50 +25,12 @@ pids=()
 cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-cat > "$work/origin.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/origin.pid;
-error_log $work/origin.err;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:19181; location / { return 200 "blue\n"; } }
-  server { listen 127.0.0.1:19182; location / { return 200 "canary\n"; } }
-}
-CONF
+. benches/job.sh
+origin_conf "$work" 19181 19182 > "$work/origin.conf"
 taskset -c 1 nginx -c "$work/origin.conf" -p "$work" & pids+=($!)
 
 seq 1000 1009 > "$work/staff.txt"
-config() { # $1 = extra TOML
-  cat <<TOML
-[server]
-listen = "127.0.0.1:18181"
-admin_listen = "127.0.0.1:18182"
-workers = 1
-[pools.blue]
-endpoints = ["127.0.0.1:19181"]
-[pools.canary]
-endpoints = ["127.0.0.1:19182"]
-[routing]
-stable = "blue"
-user_key = { header = "x-user-id" }
-[[rules]]
-name = "canary-header"
-match = { header = { name = "x-canary", exact = "true" } }
-to = "canary"
-[[rules]]
-name = "staff"
-match = { whitelist_file = "staff.txt" }
-to = "canary"
-[[rules]]
-name = "canary-50"
-match = { permille = 50 }
-to = "canary"
-$1
-TOML
-}
+config() { graygate_conf 18181 18182 19181 19182 "$1"; }
 config "" > "$work/plain.toml"
 config "[log]
 access = \"access.log\"" > "$work/logged.toml"
