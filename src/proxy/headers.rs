@@ -9,30 +9,14 @@ use http::Version;
 use super::ClientConnection;
 use crate::routing::Decision;
 use crate::snapshot::Snapshot;
-use crate::upstream::ExtraHeaders;
+use crate::upstream::{ExtraHeaders, HOP_BY_HOP};
 
 pub const X_GRAYGATE_POOL: HeaderName = HeaderName::from_static("x-graygate-pool");
 pub const X_GRAYGATE_RULE: HeaderName = HeaderName::from_static("x-graygate-rule");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const GRAYGATE_PREFIX: &str = "x-graygate-";
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the proxy-auth pair and `Trailer`, as Go's
-/// and nginx's proxies drop them). They describe one connection, never the next hop's.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    PROXY_CONNECTION,
-    KEEP_ALIVE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -20,4 +20,4 @@ pub use client::{
 pub use endpoint::{parse_endpoint, Endpoint, InFlight};
 pub use pool::Pool;
 pub use registry::EndpointRegistry;
-pub use wire::{ExtraHeaders, ProtocolError};
+pub use wire::{ExtraHeaders, ProtocolError, HOP_BY_HOP};

@@ -115,21 +115,19 @@ pub struct ResponseHead {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the proxy-auth pair and `Trailer`, as Go's
-/// and nginx's proxies drop them). They describe the upstream connection, never the
-/// client's, so they are dropped while the head is parsed rather than removed later.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-}
+/// and nginx's proxies drop them). They describe one connection, never the next hop's:
+/// the proxy drops them from requests, and the response parser below as it parses.
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Parses a response head from the start of `buf`, taking its bytes out of `buf`.
 /// `Ok(None)`: the head is not complete yet.
@@ -187,7 +185,7 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, P
             .map_err(|_| ProtocolError("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(bytes(value_at, value_len))
             .map_err(|_| ProtocolError("invalid header value"))?;
-        if !is_hop_by_hop(&name)
+        if !HOP_BY_HOP.contains(&name)
             || (name == header::UPGRADE && status == StatusCode::SWITCHING_PROTOCOLS)
         {
             headers.append(name, value);
