@@ -71,13 +71,6 @@ pub struct Proxy {
     shared: Arc<Shared>,
 }
 
-/// Where a forwarded request ended up: the endpoint it counts against (its
-/// connection travels in the response body).
-#[derive(Debug, Default)]
-struct Upstream {
-    in_flight: Option<InFlight>,
-}
-
 impl Proxy {
     pub fn new(config: Arc<LiveConfig>, shared: Arc<Shared>) -> Self {
         Proxy { config, shared }
@@ -111,9 +104,10 @@ impl Proxy {
         });
 
         // Phases 2 to 5.
-        let mut upstream = Upstream::default();
+        // The endpoint the request ended up on; its connection travels in the body.
+        let mut in_flight = None;
         let mut response =
-            match forward(&snapshot, &mut decision, request, client, &mut upstream).await {
+            match forward(&snapshot, &mut decision, request, client, &mut in_flight).await {
                 Ok(response) => response,
                 Err(err) => {
                     debug!(pool = &*snapshot.pool(&decision).name, error = %err, "gateway error");
@@ -132,7 +126,7 @@ impl Proxy {
             started,
             status,
             bytes: 0,
-            in_flight: upstream.in_flight,
+            in_flight,
             connection: None,
             finished: false,
             access,
@@ -147,13 +141,14 @@ pub fn decide(snapshot: &Snapshot, request: &Request<Incoming>) -> Decision {
     snapshot.chain.decide(view, &mut fastrand::f64)
 }
 
-/// Phases 2 to 5 for a decided request.
+/// Phases 2 to 5 for a decided request. `landed` receives the endpoint the response
+/// came from, which counts the request as in flight until its body is done.
 async fn forward(
     snapshot: &Snapshot,
     decision: &mut Decision,
     request: Request<Incoming>,
     client: &ClientConnection,
-    upstream: &mut Upstream,
+    landed: &mut Option<InFlight>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // Phase 2: admit. A declared length over the limit is refused before any upstream
     // work; a chunked body is cut off by the limit as it streams.
@@ -187,14 +182,7 @@ async fn forward(
     let mut attempted: Option<Arc<Endpoint>> = None;
     let sent = tokio::time::timeout(
         snapshot.settings.request_timeout,
-        send_with_retries(
-            snapshot,
-            decision,
-            request,
-            &extra,
-            upstream,
-            &mut attempted,
-        ),
+        send_with_retries(snapshot, decision, request, &extra, landed, &mut attempted),
     )
     .await;
     let mut response = match sent {
@@ -230,7 +218,7 @@ async fn send_with_retries(
     decision: &mut Decision,
     mut request: Request<RequestBody>,
     extra: &ExtraHeaders,
-    upstream: &mut Upstream,
+    landed: &mut Option<InFlight>,
     attempted: &mut Option<Arc<Endpoint>>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     // The head is copied only when a resend is both safe and possible: a lone endpoint
@@ -256,7 +244,7 @@ async fn send_with_retries(
         match upstream::send(&in_flight, pool.connect_timeout, request, extra).await {
             Ok(response) => {
                 pool.report(&in_flight, !response.status().is_server_error());
-                upstream.in_flight = Some(in_flight);
+                *landed = Some(in_flight);
                 return Ok(response);
             }
             Err(failure) if failure.error.is_client_fault() => {

@@ -168,7 +168,7 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done | State::Upgraded | State::Length(0))
+        matches!(self.state, State::Done | State::Upgraded)
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -220,13 +220,6 @@ impl UpstreamError {
     pub fn is_client_fault(&self) -> bool {
         matches!(self, UpstreamError::ClientBody(_))
     }
-
-    pub fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::ConnectTimeout | UpstreamError::Connect(_)
-        )
-    }
 }
 
 /// A failed send. `request` is the request back when none of it reached the upstream.
