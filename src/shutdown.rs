@@ -32,6 +32,13 @@ impl Shutdown {
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|fired| *fired).await;
     }
+
+    /// Whether shutdown was triggered since this `Shutdown` was made: one atomic load,
+    /// cheap enough to ask per request. (A copy made after the trigger fired does not
+    /// see it here; [`Shutdown::wait`] does.)
+    pub fn is_fired(&self) -> bool {
+        self.0.has_changed().unwrap_or(true)
+    }
 }
 
 /// Registers `SIGTERM` and `SIGINT` now, so no signal arrives unhandled, and returns

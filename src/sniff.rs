@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// What every HTTP/2 prior-knowledge connection starts with (RFC 9113 §3.4).
@@ -58,22 +59,27 @@ pub async fn sniff<S: AsyncRead + Unpin>(
     .map_err(|_| SniffError::Timeout)??;
     Ok((
         protocol,
-        Prefixed {
-            prefix,
-            start: 0,
-            end: filled,
-            inner: stream,
-        },
+        Prefixed::new(Bytes::copy_from_slice(&prefix[..filled]), stream),
     ))
 }
 
-/// A stream with bytes already read from it put back in front.
+/// A stream with bytes already read from it put back in front: the sniffed prefix, or
+/// a request head the gateway's own HTTP/1.1 loop hands to hyper.
 #[derive(Debug)]
 pub struct Prefixed<S> {
-    prefix: [u8; H2_PREFACE.len()],
-    start: usize,
-    end: usize,
+    prefix: Bytes,
     inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Self {
+        Prefixed { prefix, inner }
+    }
+
+    /// The bytes not yet read back, and the stream.
+    pub fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
@@ -82,15 +88,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.start < self.end {
-            let n = (self.end - self.start).min(buf.remaining());
-            buf.put_slice(&self.prefix[self.start..self.start + n]);
-            self.start += n;
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
             // Whatever else has arrived goes in the same read: a reader that got only
             // the prefix would read again, and hyper then grows its 8 KiB read buffer
             // to 16 KiB for the rest, for the life of the connection. An error or the
             // end of the stream shows up on the next read.
-            if self.start == self.end && buf.remaining() > 0 {
+            if self.prefix.is_empty() && buf.remaining() > 0 {
                 let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
             }
             return Poll::Ready(Ok(()));

@@ -204,7 +204,8 @@ impl Body for ResponseBody {
                 .map_err(|never| match never {}),
         };
         match (&polled, &mut this.completion) {
-            (Poll::Ready(None), Some(completion)) => {
+            // Polled again after the last frame said so: the connection is taken already.
+            (Poll::Ready(None), Some(completion)) if !completion.finished => {
                 completion.finished = true;
                 completion.connection = this.content.take_reusable();
             }

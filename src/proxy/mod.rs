@@ -84,9 +84,11 @@ impl Proxy {
         &self.shared
     }
 
+    /// Serves one request. Its body is hyper's stream, or `None` when the gateway's own
+    /// HTTP/1.1 loop read a request that has none.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<Option<Incoming>>,
         client: &ClientConnection,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
@@ -136,7 +138,7 @@ impl Proxy {
 }
 
 /// Phase 1: the rule chain's decision.
-pub fn decide(snapshot: &Snapshot, request: &Request<Incoming>) -> Decision {
+pub fn decide<B>(snapshot: &Snapshot, request: &Request<B>) -> Decision {
     let view = RequestView::new(request.headers(), request.uri().query());
     snapshot.chain.decide(view, &mut fastrand::f64)
 }
@@ -146,7 +148,7 @@ pub fn decide(snapshot: &Snapshot, request: &Request<Incoming>) -> Decision {
 async fn forward(
     snapshot: &Snapshot,
     decision: &mut Decision,
-    request: Request<Incoming>,
+    request: Request<Option<Incoming>>,
     client: &ClientConnection,
     landed: &mut Option<InFlight>,
 ) -> Result<Response<ResponseBody>, GatewayError> {

@@ -52,14 +52,13 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    pub fn new(body: Incoming, limit: u64) -> Self {
-        if body.is_end_stream() {
-            RequestBody::Empty
-        } else {
-            RequestBody::Streaming(Limited::new(
+    pub fn new(body: Option<Incoming>, limit: u64) -> Self {
+        match body {
+            Some(body) if !body.is_end_stream() => RequestBody::Streaming(Limited::new(
                 body,
                 usize::try_from(limit).unwrap_or(usize::MAX),
-            ))
+            )),
+            _ => RequestBody::Empty,
         }
     }
 

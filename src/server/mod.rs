@@ -1,11 +1,17 @@
 //! Accepting client connections and serving HTTP/1.1 and h2c (prior knowledge) on
 //! one listener, with a bounded number of connections and a graceful drain.
+//!
+//! Plain HTTP/1.1 connections start in the gateway's own loop ([`http1`]), which hands
+//! them to hyper at the first request it does not serve; h2c and TLS are hyper's.
+
+mod http1;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,7 +25,7 @@ use crate::config::model::ConfigFile;
 use crate::metrics::ClientErrorKind;
 use crate::proxy::{ClientConnection, Proxy};
 use crate::shutdown::Shutdown;
-use crate::sniff::{self, Protocol, SniffError};
+use crate::sniff::{self, Prefixed, Protocol, SniffError};
 
 /// Streams one HTTP/2 connection may have open at once (nginx: 128, Envoy: 100).
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -52,7 +58,7 @@ impl ServerSettings {
 }
 
 /// What a connection's service needs: one `Arc` clone per request, not two.
-struct ConnectionContext {
+pub(crate) struct ConnectionContext {
     proxy: Arc<Proxy>,
     client: ClientConnection,
 }
@@ -79,7 +85,12 @@ pub async fn serve(
     mut shutdown: Shutdown,
 ) {
     let builders = Arc::new(Builders::new(&settings));
+    let settings = Arc::new(settings);
     let graceful = GracefulShutdown::new();
+    // This worker's own copy of the shutdown signal for its connections: each waiting
+    // connection registers with it, and a channel shared by all workers would make
+    // those registrations contend across cores.
+    let (worker_trigger, worker_shutdown) = crate::shutdown::channel();
     loop {
         let (accepted, tls) = tokio::select! {
             accepted = listeners.plain.accept() => (accepted, false),
@@ -111,8 +122,8 @@ pub async fn serve(
             client: ClientConnection::new(remote, tls),
         });
         let (builders, watcher) = (Arc::clone(&builders), graceful.watcher());
-        let connection_shutdown = shutdown.clone();
-        let first_byte_timeout = settings.header_read_timeout;
+        let connection_shutdown = worker_shutdown.clone();
+        let settings = Arc::clone(&settings);
         tokio::spawn(async move {
             let metrics = &context.proxy.shared().metrics;
             // The TLS path is boxed: its state (the TLS session inline) would otherwise
@@ -123,7 +134,7 @@ pub async fn serve(
                     watcher,
                     stream,
                     Arc::clone(&context),
-                    first_byte_timeout,
+                    settings.header_read_timeout,
                 ))
                 .await
             } else {
@@ -132,7 +143,7 @@ pub async fn serve(
                     watcher,
                     stream,
                     Arc::clone(&context),
-                    first_byte_timeout,
+                    &settings,
                     connection_shutdown,
                 )
                 .await
@@ -148,6 +159,7 @@ pub async fn serve(
         });
     }
     drop(listeners);
+    worker_trigger.fire();
     info!("stopped accepting; waiting for in-flight requests");
     tokio::select! {
         _ = graceful.shutdown() => info!("all connections closed"),
@@ -177,24 +189,44 @@ impl Builders {
 }
 
 /// A plain connection: HTTP/1.1 or HTTP/2 prior knowledge, told apart from its first
-/// bytes under `header_read_timeout` (see `sniff`). A shutdown ends the wait.
+/// bytes under `header_read_timeout` (see `sniff`). A shutdown ends the wait. HTTP/1.1
+/// goes to the gateway's own loop first, and to hyper from the first request that
+/// loop hands over.
 async fn serve_plain(
     builders: &Builders,
     watcher: Watcher,
     stream: TcpStream,
     context: Arc<ConnectionContext>,
-    first_bytes_timeout: Duration,
+    settings: &ServerSettings,
     mut shutdown: Shutdown,
 ) -> Result<(), BoxError> {
     let sniffed = tokio::select! {
-        sniffed = sniff::sniff(stream, first_bytes_timeout) => sniffed?,
+        sniffed = sniff::sniff(stream, settings.header_read_timeout) => sniffed?,
         _ = shutdown.wait() => return Ok(()),
     };
-    let (builder, stream) = match sniffed {
-        (Protocol::Http1, stream) => (&builders.http1, stream),
-        (Protocol::Http2, stream) => (&builders.http2, stream),
-    };
-    serve_connection(builder, watcher, stream, context).await
+    match sniffed {
+        (Protocol::Http2, stream) => {
+            serve_connection(&builders.http2, watcher, stream, context).await
+        }
+        (Protocol::Http1, stream) => {
+            let (prefix, stream) = stream.into_parts();
+            let served = http1::serve(
+                stream,
+                BytesMut::from(prefix),
+                &context,
+                settings,
+                &shutdown,
+            )
+            .await?;
+            match served {
+                http1::Served::Done => Ok(()),
+                http1::Served::HandOff { stream, unread } => {
+                    let stream = Prefixed::new(unread, stream);
+                    serve_connection(&builders.http1, watcher, stream, context).await
+                }
+            }
+        }
+    }
 }
 
 /// The handshake runs under `header_read_timeout` with the certificate in force now
@@ -229,7 +261,9 @@ async fn serve_tls(
 /// `graygate_client_errors_total`: answers hyper makes itself (400, 431, closing on a
 /// slow head) never reach the proxy, so they are counted here.
 fn client_error_kind(err: &(dyn std::error::Error + 'static)) -> Option<ClientErrorKind> {
-    if matches!(err.downcast_ref::<SniffError>(), Some(SniffError::Timeout)) {
+    if matches!(err.downcast_ref::<SniffError>(), Some(SniffError::Timeout))
+        || err.is::<http1::HeadTimeout>()
+    {
         return Some(ClientErrorKind::HeaderTimeout);
     }
     let err = err.downcast_ref::<hyper::Error>()?;
@@ -255,7 +289,14 @@ where
 {
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
-        async move { Ok::<_, Infallible>(context.proxy.handle(request, &context.client).await) }
+        async move {
+            Ok::<_, Infallible>(
+                context
+                    .proxy
+                    .handle(request.map(Some), &context.client)
+                    .await,
+            )
+        }
     });
     watcher
         .watch(
