@@ -777,6 +777,50 @@ async fn hanging_upstream_gets_504_after_request_timeout() {
     );
 }
 
+/// A client that hangs up while its request waits on a slow upstream cancels that
+/// request: the gateway closes the upstream connection at once instead of holding it
+/// until the upstream answers or `request_timeout` passes (nginx and hyper do the same).
+#[tokio::test]
+async fn a_client_hanging_up_mid_request_closes_its_upstream_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let slow = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        read_request_head(&mut stream, &mut buf)
+            .await
+            .expect("a request head");
+        let asked = Instant::now();
+        // Never answers; waits for the gateway to close the connection.
+        let mut sink = [0u8; 64];
+        let eof = tokio::time::timeout(Duration::from_secs(10), async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        let _ = closed_tx.send(eof.is_ok().then(|| asked.elapsed()));
+    });
+    let gw = single(upstream, "request_timeout = \"30s\"");
+    let mut client = TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(client);
+    let closed = tokio::time::timeout(Duration::from_secs(12), closed_rx)
+        .await
+        .expect("the upstream task reports")
+        .unwrap();
+    eprintln!("upstream connection closed {closed:?} after the request reached it");
+    let closed = closed.expect("the upstream connection was still open 10 s after the client left");
+    assert!(
+        closed < Duration::from_secs(3),
+        "closed only after {closed:?}"
+    );
+    slow.abort();
+}
+
 #[tokio::test]
 async fn dead_upstream_port_gets_a_fast_502() {
     let dead = dead_address().await;

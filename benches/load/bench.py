@@ -169,16 +169,22 @@ def run(argv, timeout, cpus=None, stdin_data=None):
     return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-def cpu_seconds(pids):
-    total = 0
+def cpu_split(pids):
+    """(user, system) CPU seconds of the processes so far."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+            user += int(fields[11])  # utime (field 14)
+            system += int(fields[12])  # stime (field 15)
         except (OSError, IndexError, ValueError):
             pass
-    return total / CLK
+    return user / CLK, system / CLK
+
+
+def cpu_seconds(pids):
+    return sum(cpu_split(pids))
 
 
 def rss_kib(pids):
@@ -226,7 +232,7 @@ class Window:
     def __enter__(self):
         self.t0 = time.time()
         self.m0 = machine_cpu()
-        self.p0 = cpu_seconds(self.proxy_pids)
+        self.p0 = cpu_split(self.proxy_pids)
         self.o0 = cpu_seconds(self.origin_pids)
         self.r0 = own_rusage()
         return self
@@ -234,7 +240,9 @@ class Window:
     def __exit__(self, *exc):
         wall = max(time.time() - self.t0, 1e-6)
         busy1, steal1 = machine_cpu()
-        self.proxy = cpu_seconds(self.proxy_pids) - self.p0
+        user1, system1 = cpu_split(self.proxy_pids)
+        self.proxy_user = user1 - self.p0[0]
+        self.proxy = self.proxy_user + system1 - self.p0[1]
         own = self.proxy + cpu_seconds(self.origin_pids) - self.o0 + own_rusage() - self.r0
         self.other_pct = max(0.0, (busy1 - self.m0[0]) - own) * 100 / wall
         self.steal_pct = (steal1 - self.m0[1]) * 100 / wall
@@ -244,6 +252,10 @@ class Window:
         r["cpu_s"] = self.proxy if self.proxy_pids else None
         r["cpu_us_per_req"] = (self.proxy * 1e6 / r["requests"]
                                if self.proxy_pids and r.get("requests") else None)
+        # The user-space part: the kernel's share (the same syscalls for every proxy)
+        # bounds how far any proxy's total can drop below another's.
+        r["user_us_per_req"] = (self.proxy_user * 1e6 / r["requests"]
+                                if self.proxy_pids and r.get("requests") else None)
         r["other_pct"], r["steal_pct"] = self.other_pct, self.steal_pct
         return r
 
@@ -918,15 +930,18 @@ class Bench:
             cpu_hi = {t: max([r["cpu_us_per_req"] for r in mx[t] if r["cpu_us_per_req"]], default=None) for t in PROXIES}
             lat = R.get("latency", {})
             cpu_fixed = {t: med([r["cpu_us_per_req"] for r in lat.get(t, [])]) for t in PROXIES}
+            cpu_user = {t: med([r.get("user_us_per_req") for r in mx[t]]) for t in PROXIES}
             say(f"### Proxy CPU per request (µs; utime+stime of every proxy process / completed requests) — {lay}")
             say()
-            rows = [[t, fmt(cpu[t], 2), f"{fmt(cpu_lo[t], 2)} – {fmt(cpu_hi[t], 2)}",
+            rows = [[t, fmt(cpu[t], 2), f"{fmt(cpu_lo[t], 2)} – {fmt(cpu_hi[t], 2)}", fmt(cpu_user[t], 2),
                      fmt(cpu_fixed[t], 2), other_load(mx[t] + lat.get(t, []))] for t in PROXIES]
             rows.append(["**graygate / nginx**", ratio(cpu["graygate"], cpu["nginx"]), "",
+                         ratio(cpu_user["graygate"], cpu_user["nginx"]),
                          ratio(cpu_fixed["graygate"], cpu_fixed["nginx"]), ""])
             rows.append(["**graygate / haproxy**", ratio(cpu["graygate"], cpu["haproxy"]), "",
+                         ratio(cpu_user["graygate"], cpu_user["haproxy"]),
                          ratio(cpu_fixed["graygate"], cpu_fixed["haproxy"]), ""])
-            table(["proxy", "µs/req at max load (median)", "min – max",
+            table(["proxy", "µs/req at max load (median)", "min – max", "of which user space (median)",
                    f"µs/req at fixed {R.get('latency_rate', 0):,} req/s (median)",
                    "other load (median, % of a core)"], rows)
 

@@ -89,16 +89,31 @@ pub async fn serve(
                     }
                 }
             }
+            // Waiting first when nothing is buffered: a read now would most often find
+            // nothing (readiness left over from the last read) and cost a syscall.
+            let idle = buf.is_empty();
+            if idle {
+                let wait = await_bytes(
+                    &stream,
+                    shutting_down.as_mut(),
+                    head_timer.as_mut(),
+                    true,
+                    deadline,
+                );
+                if !wait.await? {
+                    return Ok(Served::Done);
+                }
+            }
             match read_arrived(&stream, &mut buf)? {
                 Arrived::Bytes => {}
                 Arrived::Closed => return Ok(Served::Done),
+                Arrived::Nothing if idle => {}
                 Arrived::Nothing => {
-                    let idle = buf.is_empty();
                     let wait = await_bytes(
                         &stream,
                         shutting_down.as_mut(),
                         head_timer.as_mut(),
-                        idle,
+                        false,
                         deadline,
                     );
                     if !wait.await? {
@@ -114,7 +129,11 @@ pub async fn serve(
 
         // Proxy, then write the response.
         let head_only = next.request.method() == Method::HEAD;
-        let response = context.proxy.handle(next.request, &context.client).await;
+        let response = tokio::select! {
+            biased;
+            response = context.proxy.handle(next.request, &context.client) => response,
+            () = client_gone(&stream, &mut buf, settings.max_header_bytes) => return Ok(Served::Done),
+        };
         let keep_alive = next.keep_alive && !shutdown.is_fired();
         let complete = write_response(&mut stream, response, head_only, keep_alive).await?;
         if !(keep_alive && complete) {
@@ -122,6 +141,33 @@ pub async fn serve(
             return Ok(Served::Done);
         }
     }
+}
+
+/// Resolves when the client closes the connection while its request is proxied. The
+/// request is then dropped, which closes its upstream connection, as hyper (without
+/// `half_close`) and nginx (without `proxy_ignore_client_abort`) do. Bytes the client
+/// pipelines meanwhile are kept in `buf`, up to `max`.
+async fn client_gone(stream: &TcpStream, buf: &mut BytesMut, max: usize) {
+    loop {
+        if read_ready(stream).await.is_err() {
+            return;
+        }
+        if buf.len() >= max {
+            // Enough pipelined for now; the rest waits in the socket.
+            return std::future::pending().await;
+        }
+        match read_arrived(stream, buf) {
+            Ok(Arrived::Closed) | Err(_) => return,
+            Ok(Arrived::Bytes | Arrived::Nothing) => {}
+        }
+    }
+}
+
+/// Waits for the stream to be readable through the stream's single read waker, which
+/// costs no lock: this connection's task is the only reader. (`readable()` queues a
+/// waiter under the stream's lock on every wait.)
+async fn read_ready(stream: &TcpStream) -> io::Result<()> {
+    poll_fn(|cx| stream.poll_read_ready(cx)).await
 }
 
 enum Arrived {
@@ -162,7 +208,7 @@ async fn await_bytes(
     loop {
         tokio::select! {
             biased;
-            ready = stream.readable() => return ready.map(|()| true).map_err(Into::into),
+            ready = read_ready(stream) => return ready.map(|()| true).map_err(Into::into),
             () = shutting_down.as_mut(), if idle => return Ok(false),
             () = timer.as_mut() => {
                 if Instant::now() < deadline {
