@@ -45,16 +45,17 @@ const COALESCE: usize = 16 * 1024;
 
 /// How the loop ended.
 pub enum Served {
-    /// The connection is finished: either side closed it, or it sat idle past
-    /// `header_read_timeout`, or the gateway is shutting down.
+    /// The connection is finished: either side closed it, or the gateway is shutting
+    /// down.
     Done,
     /// A request this loop does not serve: hyper takes the connection, `unread` first.
     HandOff { stream: TcpStream, unread: Bytes },
 }
 
-/// Part of a request head arrived, the rest did not within `header_read_timeout`.
+/// No complete request head within `header_read_timeout`: a slow head, or a keep-alive
+/// connection left idle (counted as hyper counts it, as a `header_timeout`).
 #[derive(Debug, thiserror::Error)]
-#[error("the client sent part of a request head and not the rest within the header read timeout")]
+#[error("no complete request head within the header read timeout")]
 pub struct HeadTimeout;
 
 /// Serves requests on `stream` until it ends or a request needs hyper. `buf` holds the
@@ -76,11 +77,17 @@ pub async fn serve(
     loop {
         // Read: the next head, within `header_read_timeout` of the previous response.
         let deadline = Instant::now() + settings.header_read_timeout;
+        // How much of `buf` holds a partial head already parsed: it is parsed again
+        // only once the newer bytes may end it.
+        let mut parsed_partial: usize = 0;
         let next = loop {
-            if !buf.is_empty() {
+            let worth_parsing = parsed_partial == 0
+                || buf.len() >= settings.max_header_bytes
+                || may_end_head(&buf[parsed_partial.saturating_sub(2)..]);
+            if !buf.is_empty() && worth_parsing {
                 match parse_request(&mut buf, settings.max_header_bytes) {
                     Parsed::Request(next) => break next,
-                    Parsed::Partial => {}
+                    Parsed::Partial => parsed_partial = buf.len(),
                     Parsed::HandOff => {
                         return Ok(Served::HandOff {
                             stream,
@@ -132,10 +139,11 @@ pub async fn serve(
         let response = tokio::select! {
             biased;
             response = context.proxy.handle(next.request, &context.client) => response,
-            () = client_gone(&stream, &mut buf, settings.max_header_bytes) => return Ok(Served::Done),
+            () = client_gone(&stream, &mut buf) => return Ok(Served::Done),
         };
         let keep_alive = next.keep_alive && !shutdown.is_fired();
-        let complete = write_response(&mut stream, response, head_only, keep_alive).await?;
+        let complete =
+            write_response(&mut stream, &mut buf, response, head_only, keep_alive).await?;
         if !(keep_alive && complete) {
             let _ = stream.shutdown().await;
             return Ok(Served::Done);
@@ -145,22 +153,20 @@ pub async fn serve(
 
 /// Resolves when the client closes the connection while its request is proxied. The
 /// request is then dropped, which closes its upstream connection, as hyper (without
-/// `half_close`) and nginx (without `proxy_ignore_client_abort`) do. Bytes the client
-/// pipelines meanwhile are kept in `buf`, up to `max`.
-async fn client_gone(stream: &TcpStream, buf: &mut BytesMut, max: usize) {
-    loop {
+/// `half_close`) and nginx (without `proxy_ignore_client_abort`) do. Once the client
+/// has pipelined bytes, nothing more is read, so they are all served before its close
+/// is seen (as hyper does), and `buf` holds at most one read.
+async fn client_gone(stream: &TcpStream, buf: &mut BytesMut) {
+    while buf.is_empty() {
         if read_ready(stream).await.is_err() {
             return;
-        }
-        if buf.len() >= max {
-            // Enough pipelined for now; the rest waits in the socket.
-            return std::future::pending().await;
         }
         match read_arrived(stream, buf) {
             Ok(Arrived::Closed) | Err(_) => return,
             Ok(Arrived::Bytes | Arrived::Nothing) => {}
         }
     }
+    std::future::pending().await
 }
 
 /// Waits for the stream to be readable through the stream's single read waker, which
@@ -168,6 +174,16 @@ async fn client_gone(stream: &TcpStream, buf: &mut BytesMut, max: usize) {
 /// waiter under the stream's lock on every wait.)
 async fn read_ready(stream: &TcpStream) -> io::Result<()> {
     poll_fn(|cx| stream.poll_read_ready(cx)).await
+}
+
+/// Whether these bytes hold an empty line (`\n\r\n`, or a bare `\n\n`, which httparse
+/// accepts too), the end of a head. A head that arrives a byte at a time is so parsed
+/// once when it is complete, not again from its start at every byte.
+fn may_end_head(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
 }
 
 enum Arrived {
@@ -194,10 +210,9 @@ fn read_arrived(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<Arrived> {
     }
 }
 
-/// Waits until the stream is readable. `Ok(false)`: end the connection quietly, as the
-/// gateway is shutting down (only an `idle` connection is closed for that) or an idle
-/// connection reached the deadline. A head started and not finished by the deadline is
-/// a client error. `timer` is never set later than `deadline`.
+/// Waits until the stream is readable. `Ok(false)`: the gateway is shutting down and
+/// the connection is `idle`, so it ends quietly. The deadline passing is an error.
+/// `timer` is never set later than `deadline`.
 async fn await_bytes(
     stream: &TcpStream,
     mut shutting_down: Pin<&mut impl Future<Output = ()>>,
@@ -215,8 +230,8 @@ async fn await_bytes(
                     timer.as_mut().reset(deadline);
                     continue;
                 }
-                // Like hyper, no answer is sent.
-                return if idle { Ok(false) } else { Err(HeadTimeout.into()) };
+                // As with hyper: closed without an answer, and counted.
+                return Err(HeadTimeout.into());
             }
         }
     }
@@ -303,6 +318,8 @@ fn parse_request(buf: &mut BytesMut, max_head: usize) -> Parsed {
                 || (name == header::CONTENT_LENGTH && value.as_bytes() != b"0");
             if body_follows {
                 return None;
+            } else if name == header::CONTENT_LENGTH && headers.contains_key(&name) {
+                continue; // one `Content-Length: 0` is enough upstream, as hyper sends
             } else if name == header::CONNECTION {
                 for token in value.as_bytes().split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -350,6 +367,7 @@ enum Framing {
 /// the connection can carry another request.
 async fn write_response(
     stream: &mut TcpStream,
+    buf: &mut BytesMut,
     response: Response<ResponseBody>,
     head_only: bool,
     keep_alive: bool,
@@ -366,17 +384,23 @@ async fn write_response(
     );
     if framing == Framing::None {
         stream.write_all(&out).await?;
-        return Ok(true);
+        // A 101 nobody asked for (upgrades are hyper's): whatever follows is not HTTP.
+        return Ok(!parts.status.is_informational());
     }
     let mut sent: u64 = 0;
     loop {
-        // Take whatever frames are ready; write out only when the body has to wait.
-        let polled = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Pending if !out.is_empty() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(next) => Poll::Ready(Some(next)),
-        })
-        .await;
+        // Take whatever frames are ready; write out only when the body has to wait or
+        // enough has gathered. While the body waits with nothing to write, a client
+        // that hangs up ends the response (and the upstream connection) at once.
+        let polled = tokio::select! {
+            biased;
+            polled = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Pending if !out.is_empty() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(next) => Poll::Ready(Some(next)),
+            }) => polled,
+            () = client_gone(stream, buf) => return Ok(false),
+        };
         let frame = match polled {
             None => {
                 stream.write_all(&out).await?;
@@ -398,9 +422,20 @@ async fn write_response(
                 return Ok(framing == Framing::Chunked || framing == Framing::Length(sent));
             }
         };
-        let Ok(data) = frame.into_data() else {
+        let Ok(mut data) = frame.into_data() else {
             continue; // trailers are not relayed
         };
+        if let Framing::Length(length) = framing {
+            // Never past the length the head announced: what follows would be read as
+            // the next response.
+            let room = length - sent;
+            if data.len() as u64 > room {
+                data.truncate(room as usize);
+                write_data(stream, &mut out, &data).await?;
+                stream.write_all(&out).await?;
+                return Ok(false);
+            }
+        }
         if data.is_empty() {
             continue;
         }
@@ -411,6 +446,10 @@ async fn write_response(
         write_data(stream, &mut out, &data).await?;
         if framing == Framing::Chunked {
             out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= COALESCE {
+            stream.write_all(&out).await?;
+            out.clear();
         }
     }
 }
@@ -430,7 +469,10 @@ async fn write_data(stream: &mut TcpStream, out: &mut Vec<u8>, data: &Bytes) -> 
 
 /// Writes the status line and headers into `out`, adding what hyper would: `date` if
 /// the response has none, the body's framing, and `connection: close` when the
-/// connection ends after this response.
+/// connection ends after this response. The framing is the gateway's own, from what
+/// the body will deliver (`exact_length`): an upstream `Content-Length` is not relayed,
+/// so a wrong or duplicated one can never mis-frame the client's connection. A response
+/// to HEAD keeps the upstream's, since it describes the body a GET would get.
 fn encode_head(
     out: &mut Vec<u8>,
     status: StatusCode,
@@ -444,7 +486,15 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // RFC 9110: no body after 1xx, 204 and 304; no Content-Length on 1xx and 204.
+    let no_body = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let keep_length = head_only || status == StatusCode::NOT_MODIFIED;
     for (name, value) in headers {
+        if name == header::CONTENT_LENGTH && !keep_length {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -455,18 +505,8 @@ fn encode_head(
         append_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    let no_body = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // A response to HEAD gets no framing headers of the gateway's making: what a GET
-    // would have carried is not known.
     let framing = if no_body || head_only {
         Framing::None
-    } else if let Some(length) = declared {
-        Framing::Length(length)
     } else if let Some(length) = exact_length {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(length.to_string().as_bytes());
@@ -541,6 +581,20 @@ mod tests {
         );
         assert!(!next.keep_alive);
         assert_eq!(next.request.method(), Method::DELETE);
+    }
+
+    #[test]
+    fn a_repeated_zero_length_goes_upstream_once() {
+        let (next, _) =
+            request(b"POST /x HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            next.request
+                .headers()
+                .get_all("content-length")
+                .iter()
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -651,6 +705,48 @@ mod tests {
             assert!(!text.contains("content-length"), "{text}");
             assert_eq!(framing, Framing::None);
         }
+    }
+
+    #[test]
+    fn the_upstream_content_length_never_frames_the_client_connection() {
+        // Wrong, duplicated or unparsable: the gateway writes the length it will send.
+        let (text, framing) = head(
+            StatusCode::OK,
+            &[("content-length", "0"), ("content-length", "5, 5")],
+            Some(28),
+            false,
+            true,
+        );
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
+        assert!(text.contains("content-length: 28\r\n"), "{text}");
+        assert_eq!(framing, Framing::Length(28));
+        let (text, framing) = head(
+            StatusCode::OK,
+            &[("content-length", "7")],
+            None,
+            false,
+            true,
+        );
+        assert!(!text.contains("content-length"), "{text}");
+        assert_eq!(framing, Framing::Chunked);
+        let (text, _) = head(
+            StatusCode::NO_CONTENT,
+            &[("content-length", "0")],
+            Some(0),
+            false,
+            true,
+        );
+        assert!(!text.contains("content-length"), "{text}");
+    }
+
+    #[test]
+    fn only_an_empty_line_may_end_a_head() {
+        assert!(may_end_head(b"x: y\r\n\r\n"));
+        assert!(may_end_head(b"\n\r\n"));
+        assert!(may_end_head(b"x: y\n\n"));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!may_end_head(b"\r\n\r"));
+        assert!(!may_end_head(b""));
     }
 
     #[test]

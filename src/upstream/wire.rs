@@ -210,6 +210,12 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, P
             );
         }
     }
+    // RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is wrong by definition.
+    // Relayed, it would frame the client's connection differently from the body sent;
+    // the message is suspect (request smuggling), so its connection is not reused.
+    if chunked.is_some() && headers.remove(header::CONTENT_LENGTH).is_some() {
+        keep_alive = false;
+    }
     // Rare: custom headers the upstream named in Connection are hop-by-hop too.
     if listed {
         for &(name_at, name_len, value_at, value_len) in &spans[..count] {
@@ -270,11 +276,10 @@ pub fn response_framing(
         return Ok((ResponseFraming::Empty, true));
     }
     if let Some(chunked_last) = chunked {
-        // Chunked must be the final coding; with Content-Length too, the message is
-        // suspect (request smuggling), so it is read but the connection is not reused.
-        let reusable = !headers.contains_key(header::CONTENT_LENGTH);
+        // Chunked must be the final coding. (A Content-Length beside it was dropped
+        // while parsing, and the connection marked not to be reused.)
         return Ok(if chunked_last {
-            (ResponseFraming::Chunked, reusable)
+            (ResponseFraming::Chunked, true)
         } else {
             (ResponseFraming::UntilClose, false)
         });
@@ -413,6 +418,20 @@ mod tests {
             head.chunked,
             head.response.headers(),
         )
+    }
+
+    #[test]
+    fn a_content_length_beside_transfer_encoding_is_dropped() {
+        let parsed =
+            head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(parsed.chunked, Some(true));
+        assert!(parsed.response.headers().get("content-length").is_none());
+        let parsed = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.response.headers()["content-length"], "3");
     }
 
     #[test]
@@ -570,13 +589,16 @@ mod tests {
             framing(Method::GET, &ok("transfer-encoding: gzip, chunked\r\n")),
             Ok((Chunked, true))
         );
+        // Read as chunked; the Content-Length is dropped and the connection not reused.
         assert_eq!(
             framing(
                 Method::GET,
                 &ok("transfer-encoding: chunked\r\ncontent-length: 5\r\n")
             ),
-            Ok((Chunked, false))
+            Ok((Chunked, true))
         );
+        let suspect = head(&ok("transfer-encoding: chunked\r\ncontent-length: 5\r\n"));
+        assert!(!suspect.unwrap().unwrap().keep_alive);
         assert_eq!(
             framing(Method::GET, &ok("transfer-encoding: gzip\r\n")),
             Ok((UntilClose, false))

@@ -258,10 +258,16 @@ impl Pools {
     }
 }
 
-/// An address nothing listens on: bound, then released.
+/// An address nothing listens on: connecting to it is refused.
 pub async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    // Bound but never listening: a connect is refused, and the port stays taken for the
+    // life of the test process, so another test's listener cannot land on it (a port
+    // freed by dropping a listener could be handed out again at once).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 /// A response as a test client saw it.
