@@ -5,343 +5,24 @@
 //! a HEAD), heads that arrive in pieces, `header_read_timeout` on an idle or a stalled
 //! connection, and a graceful shutdown.
 //!
-//! The client is a raw TCP socket that parses every response strictly ([`Client`]), so
-//! a wrong length, a missing chunked terminator or a stray byte between two responses
-//! fails the test. The upstream is a raw-TCP server ([`Scripted`]) that writes exact
-//! bytes and records every request as it read it off the wire. Every test starts its
-//! own gateway (killed on drop) and bounds every wait.
+//! The client is a raw TCP socket ([`RawConn`]) whose every response is parsed strictly
+//! here, so a wrong length, a missing chunked terminator or a stray byte between two
+//! responses fails the test. The upstream is a raw-TCP server ([`Scripted`]) that
+//! writes exact bytes and records every request as it read it off the wire. Every test
+//! starts its own gateway (killed on drop) and bounds every wait.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::raw::*;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::io::AsyncWriteExt;
 
-// ---------------------------------------------------------------------------------
-// A scripted raw-TCP upstream
-// ---------------------------------------------------------------------------------
-
-/// One request as the [`Scripted`] upstream read it off the wire.
-#[derive(Debug, Clone)]
-struct Received {
-    /// The accepted connection that carried it, counted from 1.
-    conn: usize,
-    /// The request head, verbatim, blank line included.
-    head: String,
-    /// The body, de-chunked when it came chunked.
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn request_line(&self) -> &str {
-        self.head.lines().next().unwrap_or("")
-    }
-
-    fn method(&self) -> &str {
-        self.request_line().split(' ').next().unwrap_or("")
-    }
-
-    fn path(&self) -> &str {
-        self.request_line().split(' ').nth(1).unwrap_or("")
-    }
-
-    /// Every value of header `name` (any case), in order.
-    fn header_values(&self, name: &str) -> Vec<String> {
-        self.head
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|line| {
-                let (n, v) = line.split_once(':')?;
-                n.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
-            })
-            .collect()
-    }
-}
-
-/// What the [`Scripted`] upstream does after reading a request.
-enum Reply {
-    /// Writes the bytes, then waits for the next request on the connection.
-    Send(Vec<u8>),
-    /// Writes each piece with [`PIECE_GAP`] between them, then waits for the next request.
-    Pieces(Vec<Vec<u8>>),
-    /// Writes the bytes, then closes the connection with a FIN.
-    SendThenClose(Vec<u8>),
-    /// Waits, writes the bytes, then waits for the next request.
-    Later(Duration, Vec<u8>),
-}
-
-type Responder = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
-
-/// Pause between the pieces of a [`Reply::Pieces`], and between the pieces a client
-/// writes: long enough for each to arrive in a read of its own.
+/// Pause between the pieces a client writes, and between the pieces of the upstream's
+/// [`Reply::Pieces`] here: long enough for each to arrive in a read of its own.
 const PIECE_GAP: Duration = Duration::from_millis(40);
-
-/// A raw-TCP upstream that answers each request as its responder says, counting the
-/// connections it accepts and recording every request it reads.
-struct Scripted {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    received: Arc<Mutex<Vec<Received>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Scripted {
-    async fn start(responder: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Scripted {
-        let responder: Responder = Arc::new(responder);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let (accepted, log) = (Arc::clone(&connections), Arc::clone(&received));
-        let task = tokio::spawn(async move {
-            // Connection tasks live in the set, so they end when the upstream is dropped.
-            let mut tasks = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted_now = listener.accept() => {
-                        let Ok((stream, _)) = accepted_now else { continue };
-                        let conn = accepted.fetch_add(1, Ordering::SeqCst) + 1;
-                        tasks.spawn(serve_upstream(stream, conn, Arc::clone(&responder), Arc::clone(&log)));
-                    }
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                }
-            }
-        });
-        Scripted {
-            addr,
-            connections,
-            received,
-            task,
-        }
-    }
-
-    /// Connections accepted so far.
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    /// Requests read so far, in arrival order.
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// The paths of the requests read so far, in order.
-    fn paths(&self) -> Vec<String> {
-        self.received()
-            .iter()
-            .map(|r| r.path().to_string())
-            .collect()
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve_upstream(
-    mut stream: TcpStream,
-    conn: usize,
-    responder: Responder,
-    log: Arc<Mutex<Vec<Received>>>,
-) {
-    let mut buf = Vec::new();
-    loop {
-        let Some((head, body)) = read_request(&mut stream, &mut buf).await else {
-            return;
-        };
-        let received = Received { conn, head, body };
-        let reply = responder(&received);
-        log.lock().unwrap().push(received);
-        match reply {
-            Reply::Send(bytes) => {
-                if stream.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
-            Reply::Pieces(pieces) => {
-                for piece in pieces {
-                    if stream.write_all(&piece).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(PIECE_GAP).await;
-                }
-            }
-            Reply::SendThenClose(bytes) => {
-                let _ = stream.write_all(&bytes).await;
-                // A FIN, then wait (bounded) for the gateway to close its side.
-                let _ = stream.shutdown().await;
-                let mut sink = [0u8; 1024];
-                let _ = tokio::time::timeout(STEP, async {
-                    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-                })
-                .await;
-                return;
-            }
-            Reply::Later(delay, bytes) => {
-                tokio::time::sleep(delay).await;
-                if stream.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The values of header `name` (any case) in a raw head.
-fn head_values(head: &str, name: &str) -> Vec<String> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-        .collect()
-}
-
-/// Reads one request (head, then the body its framing declares) from `buf` and the
-/// stream; what follows stays in `buf`. `None` if the peer closed first.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        upstream_fill(stream, buf).await?;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let chunked = head_values(&head, "transfer-encoding")
-        .iter()
-        .any(|v| v.to_ascii_lowercase().contains("chunked"));
-    let (body, body_end) = if chunked {
-        loop {
-            match decode_chunked(&buf[head_end..]) {
-                Ok(Some(decoded)) => break (decoded.data, head_end + decoded.used),
-                // Malformed: keep what came, for the test to see.
-                Err(_) => break (buf[head_end..].to_vec(), buf.len()),
-                Ok(None) => upstream_fill(stream, buf).await?,
-            }
-        }
-    } else {
-        let length = head_values(&head, "content-length")
-            .first()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let end = head_end + length;
-        while buf.len() < end {
-            upstream_fill(stream, buf).await?;
-        }
-        (buf[head_end..end].to_vec(), end)
-    };
-    buf.drain(..body_end);
-    Some((head, body))
-}
-
-async fn upstream_fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    let mut scratch = [0u8; 16 * 1024];
-    match stream.read(&mut scratch).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => {
-            buf.extend_from_slice(&scratch[..n]);
-            Some(())
-        }
-    }
-}
-
-/// A chunked body decoded strictly.
-#[derive(Debug)]
-struct Decoded {
-    data: Vec<u8>,
-    /// The size of every chunk, the last (zero) chunk included.
-    sizes: Vec<usize>,
-    /// Wire bytes the body took, trailers and the final CRLF included.
-    used: usize,
-}
-
-/// Decodes a chunked body from the start of `wire`: `Ok(None)` when incomplete, an
-/// error when any line or chunk is malformed.
-fn decode_chunked(wire: &[u8]) -> Result<Option<Decoded>, String> {
-    let (mut at, mut data, mut sizes) = (0, Vec::new(), Vec::new());
-    loop {
-        let Some(line_len) = find(&wire[at..], b"\r\n") else {
-            return Ok(None);
-        };
-        let line = std::str::from_utf8(&wire[at..at + line_len]).map_err(|e| e.to_string())?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        if size_text.is_empty() || !size_text.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!("bad chunk-size line {line:?}"));
-        }
-        let size = usize::from_str_radix(size_text, 16).map_err(|e| e.to_string())?;
-        sizes.push(size);
-        at += line_len + 2;
-        if size == 0 {
-            // Trailer lines up to an empty line.
-            loop {
-                let Some(len) = find(&wire[at..], b"\r\n") else {
-                    return Ok(None);
-                };
-                at += len + 2;
-                if len == 0 {
-                    return Ok(Some(Decoded {
-                        data,
-                        sizes,
-                        used: at,
-                    }));
-                }
-            }
-        }
-        if wire.len() < at + size + 2 {
-            return Ok(None);
-        }
-        data.extend_from_slice(&wire[at..at + size]);
-        at += size;
-        if &wire[at..at + 2] != b"\r\n" {
-            return Err(format!("chunk of {size} bytes not followed by CRLF"));
-        }
-        at += 2;
-    }
-}
-
-/// `200 OK` with a content-length body.
-fn ok(body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// `200 OK` whose body names the request: which request got which answer.
-fn echo_path(request: &Received) -> Reply {
-    Reply::Send(ok(&format!("answer to {}", request.path())))
-}
-
-/// `len` printable pseudo-random bytes, different for each `seed`.
-fn pseudo_text(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            b'!' + ((state >> 24) % 94) as u8
-        })
-        .collect()
-}
 
 // ---------------------------------------------------------------------------------
 // A strict raw-TCP client
@@ -405,27 +86,8 @@ impl Wire {
     }
 }
 
-/// A client connection that writes raw bytes and parses responses strictly.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// The gateway closed (EOF or reset).
-    eof: bool,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        Client {
-            stream,
-            buf: Vec::new(),
-            eof: false,
-        }
-    }
-
+/// The client side: writes raw bytes and parses responses strictly.
+impl RawConn {
     async fn send(&mut self, bytes: &[u8]) {
         tokio::time::timeout(STEP, self.stream.write_all(bytes))
             .await
@@ -443,20 +105,6 @@ impl Client {
         }
     }
 
-    async fn fill(&mut self) -> bool {
-        let mut scratch = [0u8; 16 * 1024];
-        match self.stream.read(&mut scratch).await {
-            Ok(0) | Err(_) => {
-                self.eof = true;
-                false
-            }
-            Ok(n) => {
-                self.buf.extend_from_slice(&scratch[..n]);
-                true
-            }
-        }
-    }
-
     /// The next response, with a body as its head declares.
     async fn response(&mut self) -> Wire {
         self.next_response(false).await
@@ -471,6 +119,11 @@ impl Client {
     async fn request(&mut self, bytes: &[u8]) -> Wire {
         self.send(bytes).await;
         self.response().await
+    }
+
+    /// Writes `GET path` and asserts a 200 whose body is `body`.
+    async fn get_ok(&mut self, path: &str, body: &str) {
+        self.request(&get(path)).await.assert_ok(body);
     }
 
     async fn next_response(&mut self, head_only: bool) -> Wire {
@@ -627,68 +280,30 @@ impl Client {
 /// A gateway with one pool, `blue`, whose single endpoint is `upstream`, and `limits`
 /// as the body of its `[limits]` table.
 fn gateway(upstream: SocketAddr, limits: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-shutdown_timeout = "5s"
-# One worker: its idle upstream connections are the only ones, so counts are exact.
-workers = 1
+    // One worker: its idle upstream connections are the only ones, so counts are exact.
+    Gateway::start(&one_pool_config(upstream, 1, limits))
+}
 
-[limits]
-{limits}
+/// An upstream that answers each request with its path ([`echo_path`]), and a
+/// [`gateway`] in front of it with `limits`.
+async fn echo_gateway(limits: &str) -> (Scripted, Gateway) {
+    let up = Scripted::start(echo_path).await;
+    let gw = gateway(up.addr, limits);
+    (up, gw)
+}
 
-[pools.blue]
-endpoints = ["{upstream}"]
-
-[routing]
-stable = "blue"
-"#
-    ))
+/// `200 OK` whose body is the request's method and path, then `what`.
+fn answer_with(request: &Received, what: String) -> Reply {
+    Reply::Send(ok(&format!(
+        "{} {} {what}",
+        request.method(),
+        request.path()
+    )))
 }
 
 /// `GET path` with a Host header, as one request.
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
-}
-
-/// The sum of the series of metric `name` whose labels include all of `labels`.
-async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = common::get(&gw.admin_url("/metrics"), &[]).await.body;
-    let mut total = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if series_name != name {
-            continue;
-        }
-        let has = |(k, v): &(&str, &str)| {
-            series_labels
-                .split(',')
-                .any(|pair| pair == format!("{k}=\"{v}\""))
-        };
-        if labels.iter().all(has) {
-            total += value.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    total
-}
-
-/// Polls `condition` every 20 ms until it holds or `limit` passes.
-async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
 }
 
 // ---------------------------------------------------------------------------------
@@ -700,9 +315,8 @@ async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// fourth request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_gets_in_one_write_are_answered_in_order_on_one_connection() {
-    let up = Scripted::start(echo_path).await;
-    let gw = gateway(up.addr, "");
-    let mut client = Client::connect(gw.addr).await;
+    let (up, gw) = echo_gateway("").await;
+    let mut client = RawConn::connect(gw.addr).await;
     client
         .send(&[get("/one"), get("/two?x=2"), get("/three")].concat())
         .await;
@@ -714,10 +328,7 @@ async fn pipelined_gets_in_one_write_are_answered_in_order_on_one_connection() {
         assert_eq!(answer.header("connection"), None, "{:?}", answer.head);
     }
     client.assert_quiet().await;
-    client
-        .request(&get("/four"))
-        .await
-        .assert_ok("answer to /four");
+    client.get_ok("/four", "answer to /four").await;
     assert_eq!(up.paths(), ["/one", "/two?x=2", "/three", "/four"]);
 }
 
@@ -730,15 +341,9 @@ async fn pipelined_gets_in_one_write_are_answered_in_order_on_one_connection() {
 /// order and the upstream gets the POST body intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_with_a_body_after_a_get_is_handed_over_with_its_body_intact() {
-    let up = Scripted::start(|r: &Received| {
-        Reply::Send(ok(&format!(
-            "{} {} got {} bytes",
-            r.method(),
-            r.path(),
-            r.body.len()
-        )))
-    })
-    .await;
+    let up =
+        Scripted::start(|r: &Received| answer_with(r, format!("got {} bytes", r.data().len())))
+            .await;
     let gw = gateway(up.addr, "");
     let body = pseudo_text(3000, 7);
     let post = [
@@ -751,19 +356,13 @@ async fn a_post_with_a_body_after_a_get_is_handed_over_with_its_body_intact() {
     ]
     .concat();
 
-    let mut client = Client::connect(gw.addr).await;
-    client
-        .request(&get("/before"))
-        .await
-        .assert_ok("GET /before got 0 bytes");
+    let mut client = RawConn::connect(gw.addr).await;
+    client.get_ok("/before", "GET /before got 0 bytes").await;
     client
         .request(&post)
         .await
         .assert_ok("POST /upload got 3000 bytes");
-    client
-        .request(&get("/after"))
-        .await
-        .assert_ok("GET /after got 0 bytes");
+    client.get_ok("/after", "GET /after got 0 bytes").await;
     client.assert_quiet().await;
 
     let seen = up.received();
@@ -772,12 +371,12 @@ async fn a_post_with_a_body_after_a_get_is_handed_over_with_its_body_intact() {
         .map(|r| format!("{} {}", r.method(), r.path()))
         .collect();
     assert_eq!(methods, ["GET /before", "POST /upload", "GET /after"]);
-    assert_eq!(seen[1].body, body, "the POST body the upstream got");
+    assert_eq!(seen[1].data(), body, "the POST body the upstream got");
     assert_eq!(seen[1].header_values("content-type"), ["text/plain"]);
 
     // The same three in one write: the hand-off takes the POST and the GET behind it
     // out of the loop's buffer.
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     client
         .send(&[get("/p-before"), post.clone(), get("/p-after")].concat())
         .await;
@@ -796,7 +395,7 @@ async fn a_post_with_a_body_after_a_get_is_handed_over_with_its_body_intact() {
     client.assert_quiet().await;
     let seen = up.received();
     assert_eq!(seen.len(), 6, "{:?}", up.paths());
-    assert_eq!(seen[4].body, body, "the pipelined POST body");
+    assert_eq!(seen[4].data(), body, "the pipelined POST body");
 }
 
 /// A chunked POST after a GET: the chunked body reaches the upstream whole, and a GET
@@ -804,20 +403,12 @@ async fn a_post_with_a_body_after_a_get_is_handed_over_with_its_body_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_post_after_a_get_is_handed_over_with_its_body_intact() {
     let up = Scripted::start(|r: &Received| {
-        Reply::Send(ok(&format!(
-            "{} {} body {:?}",
-            r.method(),
-            r.path(),
-            String::from_utf8_lossy(&r.body)
-        )))
+        answer_with(r, format!("body {:?}", String::from_utf8_lossy(&r.data())))
     })
     .await;
     let gw = gateway(up.addr, "");
-    let mut client = Client::connect(gw.addr).await;
-    client
-        .request(&get("/first"))
-        .await
-        .assert_ok("GET /first body \"\"");
+    let mut client = RawConn::connect(gw.addr).await;
+    client.get_ok("/first", "GET /first body \"\"").await;
     // The head and the chunks in separate writes.
     client
         .send_pieces(&[
@@ -831,13 +422,10 @@ async fn a_chunked_post_after_a_get_is_handed_over_with_its_body_intact() {
         .response()
         .await
         .assert_ok("POST /chunks body \"hello, world\"");
-    client
-        .request(&get("/last"))
-        .await
-        .assert_ok("GET /last body \"\"");
+    client.get_ok("/last", "GET /last body \"\"").await;
     let seen = up.received();
     assert_eq!(seen.len(), 3, "{:?}", up.paths());
-    assert_eq!(seen[1].body, b"hello, world");
+    assert_eq!(seen[1].data(), b"hello, world");
 }
 
 // ---------------------------------------------------------------------------------
@@ -848,13 +436,9 @@ async fn a_chunked_post_after_a_get_is_handed_over_with_its_body_intact() {
 /// closes the socket after it. A request pipelined behind it is not answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_close_gets_connection_close_and_the_socket_is_closed() {
-    let up = Scripted::start(echo_path).await;
-    let gw = gateway(up.addr, "");
-    let mut client = Client::connect(gw.addr).await;
-    client
-        .request(&get("/keep"))
-        .await
-        .assert_ok("answer to /keep");
+    let (up, gw) = echo_gateway("").await;
+    let mut client = RawConn::connect(gw.addr).await;
+    client.get_ok("/keep", "answer to /keep").await;
     let answer = client
         .request(b"GET /bye HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .await;
@@ -868,7 +452,7 @@ async fn connection_close_gets_connection_close_and_the_socket_is_closed() {
     client.assert_closed_within(Duration::from_secs(2)).await;
 
     // With a second request right behind it in the same write.
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     client
         .send(
             &[
@@ -900,7 +484,7 @@ async fn a_chunked_upstream_body_reaches_the_client_as_valid_chunked_framing() {
     let big = pseudo_text(40_000, 3);
     let expected = [&b"Wikipedia in\r\n\r\nchunks."[..], &big].concat();
     let big_for_upstream = big.clone();
-    let up = Scripted::start(move |r: &Received| {
+    let up = Scripted::with_piece_gap(PIECE_GAP, move |r: &Received| {
         if r.path() != "/chunked" {
             return echo_path(r);
         }
@@ -917,7 +501,7 @@ async fn a_chunked_upstream_body_reaches_the_client_as_valid_chunked_framing() {
     })
     .await;
     let gw = gateway(up.addr, "");
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     let answer = client.request(&get("/chunked")).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.values("transfer-encoding"), ["chunked"]);
@@ -934,10 +518,7 @@ async fn a_chunked_upstream_body_reaches_the_client_as_valid_chunked_framing() {
         expected.len()
     );
     client.assert_quiet().await;
-    client
-        .request(&get("/next"))
-        .await
-        .assert_ok("answer to /next");
+    client.get_ok("/next", "answer to /next").await;
     assert_eq!(up.paths(), ["/chunked", "/next"]);
 }
 
@@ -957,7 +538,7 @@ async fn a_close_delimited_upstream_body_reaches_the_client_chunked_and_the_conn
     })
     .await;
     let gw = gateway(up.addr, "");
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     let answer = client.request(&get("/until-close")).await;
     assert_eq!(answer.status, 200);
     assert!(
@@ -973,10 +554,7 @@ async fn a_close_delimited_upstream_body_reaches_the_client_chunked_and_the_conn
     );
     assert_eq!(answer.header("connection"), None);
     client.assert_quiet().await;
-    client
-        .request(&get("/next"))
-        .await
-        .assert_ok("answer to /next");
+    client.get_ok("/next", "answer to /next").await;
     assert_eq!(up.paths(), ["/until-close", "/next"]);
     assert_eq!(up.connections(), 2);
     assert_eq!(
@@ -1010,7 +588,7 @@ async fn head_gets_the_content_length_and_no_body_and_the_connection_stays_in_sy
     let gw = gateway(up.addr, "");
     let head = |path: &str| format!("HEAD {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes();
 
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     client.send(&head("/resource")).await;
     let answer = client.head_response().await;
     assert_eq!(answer.status, 200);
@@ -1022,10 +600,7 @@ async fn head_gets_the_content_length_and_no_body_and_the_connection_stays_in_sy
     );
     assert!(answer.values("transfer-encoding").is_empty());
     client.assert_quiet().await;
-    client
-        .request(&get("/resource"))
-        .await
-        .assert_ok("GET body of /resource");
+    client.get_ok("/resource", "GET body of /resource").await;
 
     // HEAD then GET in one write: the GET's response must follow the HEAD's head at once.
     client
@@ -1039,10 +614,7 @@ async fn head_gets_the_content_length_and_no_body_and_the_connection_stays_in_sy
     let answer = client.head_response().await;
     assert_eq!(answer.status, 200);
     client.assert_quiet().await;
-    client
-        .request(&get("/chunky"))
-        .await
-        .assert_ok("GET body of /chunky");
+    client.get_ok("/chunky", "GET body of /chunky").await;
     let methods: Vec<_> = up
         .received()
         .iter()
@@ -1071,7 +643,7 @@ async fn head_gets_the_content_length_and_no_body_and_the_connection_stays_in_sy
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_made_502_has_a_date_and_an_exact_length_and_the_connection_stays() {
     let gw = gateway(dead_address().await, "");
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     for path in ["/first", "/second", "/third"] {
         let started = Instant::now();
         let answer = client.request(&get(path)).await;
@@ -1103,9 +675,8 @@ async fn a_gateway_made_502_has_a_date_and_an_exact_length_and_the_connection_st
 /// same way on the same keep-alive connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_split_across_writes_with_pauses_is_served() {
-    let up = Scripted::start(echo_path).await;
-    let gw = gateway(up.addr, "header_read_timeout = \"5s\"");
-    let mut client = Client::connect(gw.addr).await;
+    let (up, gw) = echo_gateway("header_read_timeout = \"5s\"").await;
+    let mut client = RawConn::connect(gw.addr).await;
     for n in 1..=2 {
         let target = format!("lit?n={n} HTTP/1.1\r");
         client
@@ -1142,13 +713,9 @@ async fn a_head_split_across_writes_with_pauses_is_served() {
 /// order; the connection then serves another request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_with_more_than_64_headers_is_served_with_every_header() {
-    let up = Scripted::start(echo_path).await;
-    let gw = gateway(up.addr, "");
-    let mut client = Client::connect(gw.addr).await;
-    client
-        .request(&get("/few"))
-        .await
-        .assert_ok("answer to /few");
+    let (up, gw) = echo_gateway("").await;
+    let mut client = RawConn::connect(gw.addr).await;
+    client.get_ok("/few", "answer to /few").await;
     let many: String = (0..80)
         .map(|i| format!("X-H{i:02}: value-{i}-{}\r\n", "v".repeat(i % 7)))
         .collect();
@@ -1157,10 +724,7 @@ async fn a_request_with_more_than_64_headers_is_served_with_every_header() {
         .request(request.as_bytes())
         .await
         .assert_ok("answer to /many");
-    client
-        .request(&get("/after"))
-        .await
-        .assert_ok("answer to /after");
+    client.get_ok("/after", "answer to /after").await;
     let seen = up.received();
     assert_eq!(up.paths(), ["/few", "/many", "/after"]);
     let forwarded: Vec<(String, String)> = seen[1]
@@ -1192,10 +756,9 @@ async fn a_request_with_more_than_64_headers_is_served_with_every_header() {
 /// after an HTTP/1.1 one on the same connection is answered too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http10_request_is_answered_and_closed_unless_it_asks_for_keep_alive() {
-    let up = Scripted::start(echo_path).await;
-    let gw = gateway(up.addr, "");
+    let (up, gw) = echo_gateway("").await;
 
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     let answer = client
         .request(b"GET /old HTTP/1.0\r\nHost: test\r\n\r\n")
         .await;
@@ -1204,7 +767,7 @@ async fn an_http10_request_is_answered_and_closed_unless_it_asks_for_keep_alive(
     assert_eq!(answer.framing, Framing::Length(answer.body.len()));
     client.assert_closed_within(Duration::from_secs(2)).await;
 
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     for path in ["/ka1", "/ka2"] {
         let request =
             format!("GET {path} HTTP/1.0\r\nHost: test\r\nConnection: keep-alive\r\n\r\n");
@@ -1220,11 +783,8 @@ async fn an_http10_request_is_answered_and_closed_unless_it_asks_for_keep_alive(
     client.assert_quiet().await;
     drop(client);
 
-    let mut client = Client::connect(gw.addr).await;
-    client
-        .request(&get("/new"))
-        .await
-        .assert_ok("answer to /new");
+    let mut client = RawConn::connect(gw.addr).await;
+    client.get_ok("/new", "answer to /new").await;
     client
         .request(b"GET /old-after-new HTTP/1.0\r\nHost: test\r\n\r\n")
         .await
@@ -1272,7 +832,7 @@ async fn two_hundred_sequential_requests_each_reach_the_upstream_once_with_their
     })
     .await;
     let gw = gateway(up.addr, "");
-    let mut client = Client::connect(gw.addr).await;
+    let mut client = RawConn::connect(gw.addr).await;
     let methods = ["GET", "GET", "DELETE", "OPTIONS"];
     let mut expected = Vec::new();
     for i in 0..N {
@@ -1308,7 +868,7 @@ async fn two_hundred_sequential_requests_each_reach_the_upstream_once_with_their
             r.header_values("x-val").join("|")
         );
         assert!(got == *want, "upstream request {i}: {got:.80?}");
-        assert!(r.body.is_empty(), "upstream request {i} had a body");
+        assert!(r.data().is_empty(), "upstream request {i} had a body");
     }
 }
 
@@ -1324,16 +884,13 @@ async fn two_hundred_sequential_requests_each_reach_the_upstream_once_with_their
 /// apart from whatever the idle close counts (nothing in 5384e0e).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_closes_quietly_and_a_stalled_head_counts_as_a_header_timeout() {
-    let up = Scripted::start(echo_path).await;
-    let gw = gateway(up.addr, "header_read_timeout = \"1s\"");
+    let (up, gw) = echo_gateway("header_read_timeout = \"1s\"").await;
     let timeouts = &[("kind", "header_timeout")];
     let name = "graygate_client_errors_total";
     assert_eq!(metric(&gw, name, timeouts).await, 0.0);
 
-    let mut idle = Client::connect(gw.addr).await;
-    idle.request(&get("/idle"))
-        .await
-        .assert_ok("answer to /idle");
+    let mut idle = RawConn::connect(gw.addr).await;
+    idle.get_ok("/idle", "answer to /idle").await;
     let idle_after = idle.assert_closed_within(Duration::from_secs(4)).await;
     assert!(
         idle_after >= Duration::from_millis(700),
@@ -1342,11 +899,8 @@ async fn an_idle_connection_closes_quietly_and_a_stalled_head_counts_as_a_header
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after_idle = metric(&gw, name, timeouts).await;
 
-    let mut stalled = Client::connect(gw.addr).await;
-    stalled
-        .request(&get("/stalled"))
-        .await
-        .assert_ok("answer to /stalled");
+    let mut stalled = RawConn::connect(gw.addr).await;
+    stalled.get_ok("/stalled", "answer to /stalled").await;
     stalled
         .send(b"GET /never HTTP/1.1\r\nHost: test\r\nX-Half: ")
         .await;
@@ -1386,14 +940,10 @@ async fn sigterm_closes_idle_connections_and_lets_an_in_flight_request_finish_wi
     })
     .await;
     let mut gw = gateway(up.addr, "header_read_timeout = \"30s\"");
-    let mut idle = Client::connect(gw.addr).await;
-    idle.request(&get("/idle"))
-        .await
-        .assert_ok("answer to /idle");
-    let mut busy = Client::connect(gw.addr).await;
-    busy.request(&get("/warm"))
-        .await
-        .assert_ok("answer to /warm");
+    let mut idle = RawConn::connect(gw.addr).await;
+    idle.get_ok("/idle", "answer to /idle").await;
+    let mut busy = RawConn::connect(gw.addr).await;
+    busy.get_ok("/warm", "answer to /warm").await;
     busy.send(&get("/slow")).await;
     let arrived = wait_until(STEP, || up.paths().iter().any(|p| p == "/slow")).await;
     assert!(arrived, "the slow request did not reach the upstream");

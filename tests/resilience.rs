@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use common::raw::*;
 use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -58,37 +59,21 @@ enum Script {
 /// A raw-TCP upstream that follows a [`Script`] and counts what reached it.
 struct RawUpstream {
     addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
+    server: RawServer,
     requests: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl RawUpstream {
     async fn start(script: Script) -> RawUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (accepted, received) = (Arc::clone(&connections), Arc::clone(&requests));
-        let task = tokio::spawn(async move {
-            // Connection tasks live in the set, so they end when the upstream is dropped.
-            let mut tasks = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted_now = listener.accept() => {
-                        let Ok((stream, _)) = accepted_now else { continue };
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                        tasks.spawn(serve_script(stream, script, Arc::clone(&received)));
-                    }
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                }
-            }
-        });
+        let received = Arc::clone(&requests);
+        let server =
+            RawServer::start(move |stream, _| serve_script(stream, script, Arc::clone(&received)))
+                .await;
         RawUpstream {
-            addr,
-            connections,
+            addr: server.addr,
+            server,
             requests,
-            task,
         }
     }
 
@@ -99,23 +84,13 @@ impl RawUpstream {
 
     /// Connections accepted.
     fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.server.connections()
     }
 }
 
 fn reset(stream: TcpStream) {
     let _ = stream.set_zero_linger();
     drop(stream);
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The value of header `name` (lowercase) in a lowercased head.
@@ -161,16 +136,6 @@ async fn consume_request_body(stream: &mut TcpStream, buf: &mut Vec<u8>, head_en
             Ok(n) => buf.extend_from_slice(&scratch[..n]),
         }
     }
-}
-
-/// Waits (bounded) for the peer to close, then drops the socket.
-async fn linger_until_peer_closes(mut stream: TcpStream) {
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 1024];
-    let _ = tokio::time::timeout(STEP, async {
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
 }
 
 async fn serve_script(mut stream: TcpStream, script: Script, requests: Arc<AtomicUsize>) {
@@ -245,60 +210,55 @@ struct Record {
 struct Recorder {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Record>>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Accepts and serves until the recorder is dropped.
+    _server: RawServer,
 }
 
 impl Recorder {
     async fn start(name: &'static str) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            let mut tasks = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let log = Arc::clone(&log);
-                        let service = service_fn(move |req: Request<Incoming>| {
-                            let log = Arc::clone(&log);
-                            async move {
-                                let (head, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .map_err(|e| e.to_string());
-                                log.lock().unwrap().push(Record {
-                                    method: head.method.to_string(),
-                                    path: head.uri.path().to_string(),
-                                    headers: head.headers,
-                                    body,
-                                });
-                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
-                            }
-                        });
-                        tasks.spawn(
-                            hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service),
-                        );
-                    }
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        let server = RawServer::start(move |stream, _| {
+            let log = Arc::clone(&log);
+            let service = service_fn(move |req: Request<Incoming>| {
+                let log = Arc::clone(&log);
+                async move {
+                    let record = Recorder::record(req).await;
+                    log.lock().unwrap().push(record);
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
                 }
+            });
+            async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             }
-        });
-        Recorder { addr, seen, task }
+        })
+        .await;
+        Recorder {
+            addr: server.addr,
+            seen,
+            _server: server,
+        }
+    }
+
+    /// The record of `req`: its body read whole, or the error that broke it off.
+    async fn record(req: Request<Incoming>) -> Record {
+        let (head, body) = req.into_parts();
+        Record {
+            method: head.method.to_string(),
+            path: head.uri.path().to_string(),
+            headers: head.headers,
+            body: body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|e| e.to_string()),
+        }
     }
 
     fn records(&self) -> Vec<Record> {
         self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -313,44 +273,11 @@ struct RawResponse {
     body: String,
 }
 
-/// A client connection that speaks raw bytes and parses HTTP/1.1 responses.
-struct RawConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// The peer closed (EOF or reset).
-    eof: bool,
-}
-
+/// The client side: speaks raw bytes and parses HTTP/1.1 responses.
 impl RawConn {
-    async fn connect(addr: SocketAddr) -> RawConn {
-        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        RawConn {
-            stream,
-            buf: Vec::new(),
-            eof: false,
-        }
-    }
-
     /// Writes `bytes`; a failure (the peer already closed) is returned, not a panic.
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes).await
-    }
-
-    async fn fill(&mut self) -> bool {
-        let mut scratch = [0u8; 8192];
-        match self.stream.read(&mut scratch).await {
-            Ok(0) | Err(_) => {
-                self.eof = true;
-                false
-            }
-            Ok(n) => {
-                self.buf.extend_from_slice(&scratch[..n]);
-                true
-            }
-        }
     }
 
     async fn need(&mut self, len: usize) -> bool {
@@ -461,45 +388,6 @@ async fn exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> (Vec<RawRe
 // ---------------------------------------------------------------------------------
 // Other helpers
 // ---------------------------------------------------------------------------------
-
-/// The sum of the series of metric `name` whose labels include all of `labels`.
-async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = get(&gw.admin_url("/metrics"), &[]).await.body;
-    let mut total = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if series_name != name {
-            continue;
-        }
-        let has = |(k, v): &(&str, &str)| {
-            series_labels
-                .split(',')
-                .any(|pair| pair == format!("{k}=\"{v}\""))
-        };
-        if labels.iter().all(has) {
-            total += value.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    total
-}
-
-/// Polls `condition` every 20 ms until it holds or `limit` passes.
-async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
-}
 
 /// `"a", "b"` for a TOML array.
 fn endpoint_list(addrs: &[SocketAddr]) -> String {

@@ -11,26 +11,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn workers_config(upstream: SocketAddr, workers: usize, limits: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-shutdown_timeout = "5s"
-workers = {workers}
-
-[limits]
-{limits}
-
-[pools.blue]
-endpoints = ["{upstream}"]
-
-[routing]
-stable = "blue"
-"#
-    )
-}
-
 /// The gateway's worker threads (`graygate-worker-N`, cut to 15 bytes by the kernel)
 /// and the voluntary context switches of each: a worker that served connections has
 /// slept and woken for each of them, an idle one barely at all.
@@ -75,7 +55,7 @@ async fn one_request(addr: SocketAddr) -> String {
 #[tokio::test]
 async fn connections_spread_over_the_workers_and_sigterm_ends_them_all() {
     let blue = Upstream::named("blue").await;
-    let mut gw = Gateway::start(&workers_config(blue.addr, 3, ""));
+    let mut gw = Gateway::start(&one_pool_config(blue.addr, 3, ""));
     let before = worker_switches(gw.pid());
     assert_eq!(before.len(), 3, "three worker threads: {before:?}");
 
@@ -111,7 +91,7 @@ async fn connections_spread_over_the_workers_and_sigterm_ends_them_all() {
 #[tokio::test]
 async fn one_worker_is_one_thread() {
     let blue = Upstream::named("blue").await;
-    let gw = Gateway::start(&workers_config(blue.addr, 1, ""));
+    let gw = Gateway::start(&one_pool_config(blue.addr, 1, ""));
     assert_eq!(worker_switches(gw.pid()).len(), 1);
     assert!(one_request(gw.addr).await.starts_with("HTTP/1.1 200"));
 }
@@ -124,7 +104,7 @@ async fn one_worker_is_one_thread() {
 #[tokio::test]
 async fn max_connections_is_one_limit_for_all_workers() {
     let blue = Upstream::named("blue").await;
-    let gw = Gateway::start(&workers_config(blue.addr, 4, "max_connections = 2"));
+    let gw = Gateway::start(&one_pool_config(blue.addr, 4, "max_connections = 2"));
 
     // A keep-alive connection, answered once and held open.
     async fn held(addr: SocketAddr) -> TcpStream {

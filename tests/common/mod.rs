@@ -3,6 +3,8 @@
 //! HTTP/1.1, h2c or raw bytes. Everything is bounded in time and cleaned up on drop.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -358,6 +360,67 @@ endpoints = ["{canary}"]
 {extra}
 "#
     )
+}
+
+/// A config with one pool, `blue`, whose single endpoint is `upstream`, `workers`
+/// worker threads, and `limits` as the body of its `[limits]` table.
+pub fn one_pool_config(upstream: SocketAddr, workers: usize, limits: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+workers = {workers}
+
+[limits]
+{limits}
+
+[pools.blue]
+endpoints = ["{upstream}"]
+
+[routing]
+stable = "blue"
+"#
+    )
+}
+
+/// The sum of the series of metric `name` whose labels include all of `labels`.
+pub async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = get(&gw.admin_url("/metrics"), &[]).await.body;
+    let mut total = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let has = |(k, v): &(&str, &str)| {
+            series_labels
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        };
+        if labels.iter().all(has) {
+            total += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    total
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes.
+pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
 }
 
 pub fn write(path: &Path, text: &str) {
