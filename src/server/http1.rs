@@ -80,6 +80,8 @@ pub async fn serve(
         // How much of `buf` holds a partial head already parsed: it is parsed again
         // only once the newer bytes may end it.
         let mut parsed_partial: usize = 0;
+        // The last read found nothing: wait before reading again.
+        let mut read_nothing = false;
         let next = loop {
             let worth_parsing = parsed_partial == 0
                 || buf.len() >= settings.max_header_bytes
@@ -98,36 +100,24 @@ pub async fn serve(
             }
             // Waiting first when nothing is buffered: a read now would most often find
             // nothing (readiness left over from the last read) and cost a syscall.
-            let idle = buf.is_empty();
-            if idle {
+            if buf.is_empty() || read_nothing {
+                let idle = buf.is_empty();
                 let wait = await_bytes(
                     &stream,
                     shutting_down.as_mut(),
                     head_timer.as_mut(),
-                    true,
+                    idle,
                     deadline,
                 );
                 if !wait.await? {
                     return Ok(Served::Done);
                 }
             }
-            match read_arrived(&stream, &mut buf)? {
-                Arrived::Bytes => {}
+            read_nothing = match read_arrived(&stream, &mut buf)? {
+                Arrived::Bytes => false,
+                Arrived::Nothing => true,
                 Arrived::Closed => return Ok(Served::Done),
-                Arrived::Nothing if idle => {}
-                Arrived::Nothing => {
-                    let wait = await_bytes(
-                        &stream,
-                        shutting_down.as_mut(),
-                        head_timer.as_mut(),
-                        false,
-                        deadline,
-                    );
-                    if !wait.await? {
-                        return Ok(Served::Done);
-                    }
-                }
-            }
+            };
         };
         if buf.is_empty() {
             // Idle: no buffer while the request is served or the next one awaited.
