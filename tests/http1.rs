@@ -971,3 +971,47 @@ async fn sigterm_closes_idle_connections_and_lets_an_in_flight_request_finish_wi
     assert!(exit.success(), "exit status {exit:?}");
     assert!(term.elapsed() < Duration::from_secs(5));
 }
+
+// ---------------------------------------------------------------------------------
+// Review findings: an unasked 101, and a FIN behind pipelined requests
+// ---------------------------------------------------------------------------------
+
+/// An upstream that answers a plain GET with 101 has switched protocols on its own:
+/// the client gets the 101 and the connection closes, rather than staying open as if
+/// HTTP went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_101_from_the_upstream_closes_the_client_connection() {
+    let up = Scripted::start(|_: &Received| {
+        Reply::Send(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+                .to_vec(),
+        )
+    })
+    .await;
+    let gw = gateway(up.addr, "");
+    let mut client = RawConn::connect(gw.addr).await;
+    let answer = client.request(&get("/101")).await;
+    assert_eq!(answer.status, 101, "{:?}", answer.head);
+    client.assert_closed_within(Duration::from_secs(2)).await;
+}
+
+/// A request the client pipelined while an earlier one was in flight is kept, and a
+/// FIN behind it does not cancel the request in flight: the first answer arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fin_behind_a_pipelined_request_does_not_cancel_the_one_in_flight() {
+    let up = Scripted::start(|r: &Received| {
+        Reply::Later(
+            Duration::from_millis(300),
+            ok(&format!("answer to {}", r.path())),
+        )
+    })
+    .await;
+    let gw = gateway(up.addr, "");
+    let mut client = RawConn::connect(gw.addr).await;
+    client.send(&get("/first")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.send(&get("/second")).await;
+    client.stream.shutdown().await.unwrap();
+    client.response().await.assert_ok("answer to /first");
+    client.assert_closed_within(Duration::from_secs(3)).await;
+}
