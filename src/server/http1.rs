@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 use super::{BoxError, ConnectionContext, ServerSettings};
 use crate::proxy::ResponseBody;
 use crate::shutdown::Shutdown;
+use crate::upstream::wire::{header_spans, offset_in, HeaderSpan};
 
 /// Header lines a request served here may have; one with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -249,9 +250,8 @@ enum Parsed {
 fn parse_request(buf: &mut BytesMut, max_head: usize) -> Parsed {
     // Where the target and each header sit in the head, so the head can be split off
     // `buf` once httparse's borrow of it ends.
-    type Span = (u32, u32, u32, u32);
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut spans = [const { MaybeUninit::<Span>::uninit() }; MAX_HEADERS];
+    let mut spans = [const { MaybeUninit::<HeaderSpan>::uninit() }; MAX_HEADERS];
     let (length, count, method, target) = {
         let mut parsed = httparse::Request::new(&mut []);
         let length = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -275,17 +275,10 @@ fn parse_request(buf: &mut BytesMut, max_head: usize) -> Parsed {
         let Ok(method) = Method::from_bytes(method.as_bytes()) else {
             return Parsed::HandOff;
         };
-        let start = buf.as_ptr() as usize;
-        let offset = |s: &[u8]| (s.as_ptr() as usize - start) as u32;
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            span.write((
-                offset(h.name.as_bytes()),
-                h.name.len() as u32,
-                offset(h.value),
-                h.value.len() as u32,
-            ));
+        for (span, found) in spans.iter_mut().zip(header_spans(buf, parsed.headers)) {
+            span.write(found);
         }
-        let target = (offset(path.as_bytes()), path.len() as u32);
+        let target = (offset_in(buf, path.as_bytes()), path.len() as u32);
         (length, parsed.headers.len(), method, target)
     };
     let head = buf.split_to(length).freeze();

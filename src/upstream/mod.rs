@@ -9,7 +9,7 @@ mod endpoint;
 pub mod health;
 mod pool;
 mod registry;
-mod wire;
+pub(crate) mod wire;
 
 pub use balance::Balancer;
 pub use body::UpstreamBody;

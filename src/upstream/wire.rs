@@ -129,14 +129,38 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// Where one header's name and value sit in the buffer httparse read from: (name offset,
+/// name length, value offset, value length). Recorded while httparse borrows the buffer,
+/// so the head can then be split off it and the values sliced out of one shared copy.
+pub type HeaderSpan = (u32, u32, u32, u32);
+
+/// Where `part`, a slice httparse returned, starts in `buf`.
+pub fn offset_in(buf: &[u8], part: &[u8]) -> u32 {
+    (part.as_ptr() as usize - buf.as_ptr() as usize) as u32
+}
+
+/// The [`HeaderSpan`] of each header httparse parsed out of `buf`.
+pub fn header_spans<'a>(
+    buf: &'a [u8],
+    headers: &'a [httparse::Header<'a>],
+) -> impl Iterator<Item = HeaderSpan> + 'a {
+    headers.iter().map(move |h| {
+        (
+            offset_in(buf, h.name.as_bytes()),
+            h.name.len() as u32,
+            offset_in(buf, h.value),
+            h.value.len() as u32,
+        )
+    })
+}
+
 /// Parses a response head from the start of `buf`, taking its bytes out of `buf`.
 /// `Ok(None)`: the head is not complete yet.
 pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, ProtocolError> {
     // Where each header's name and value sit in `buf`: the values are then sliced out
     // of one shared copy of the head, with no allocation per header.
-    type Span = (u32, u32, u32, u32);
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
-    let mut spans: [Span; MAX_RESPONSE_HEADERS] = [(0, 0, 0, 0); MAX_RESPONSE_HEADERS];
+    let mut spans: [HeaderSpan; MAX_RESPONSE_HEADERS] = [(0, 0, 0, 0); MAX_RESPONSE_HEADERS];
     let (length, count, code, version) = {
         let mut parsed = httparse::Response::new(&mut []);
         let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -157,15 +181,8 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, P
         if length > MAX_RESPONSE_HEAD {
             return Err(ProtocolError("response head too large"));
         }
-        let start = buf.as_ptr() as usize;
-        let offset = |s: &[u8]| (s.as_ptr() as usize - start) as u32;
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            *span = (
-                offset(h.name.as_bytes()),
-                h.name.len() as u32,
-                offset(h.value),
-                h.value.len() as u32,
-            );
+        for (span, found) in spans.iter_mut().zip(header_spans(buf, parsed.headers)) {
+            *span = found;
         }
         (length, parsed.headers.len(), parsed.code, parsed.version)
     };
