@@ -15,14 +15,15 @@ use tracing::{error, info};
 use crate::config::{self, ConfigErrors};
 use crate::logging::{self, LogFormat};
 use crate::proxy::Proxy;
-use crate::reload::{self, Reloader};
+use crate::control::reload::{self, Reloader};
 use crate::routing::RequestView;
 use crate::server::ServerSettings;
 use crate::shared::Shared;
 use crate::shutdown;
 use crate::snapshot::Snapshot;
 use crate::upstream::active;
-use crate::{admin, watch, workers};
+use crate::control::{admin, watch};
+use crate::workers;
 
 #[derive(Debug, Parser)]
 #[command(

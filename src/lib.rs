@@ -6,14 +6,13 @@
 //! [`workers`].
 
 pub mod access_log;
-pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
-pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod shared;
@@ -22,5 +21,4 @@ pub mod snapshot;
 pub mod sniff;
 pub mod tls;
 pub mod upstream;
-pub mod watch;
 pub mod workers;

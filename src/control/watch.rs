@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::reload::Reloader;
+use super::reload::Reloader;
 
 /// A save is over when no event has come for this long.
 const QUIET: Duration = Duration::from_millis(100);

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::metrics::{wants_openmetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
-use crate::reload::{Outcome, Reloader};
+use super::reload::{Outcome, Reloader};
 use crate::routing::RequestView;
 use crate::shutdown::Shutdown;
 
