@@ -6,6 +6,7 @@
 #   bash benches/callgrind.sh                     # builds the `profiling` profile
 #   bash benches/callgrind.sh path/to/graygate    # any build (symbols help annotate)
 #   SECONDS_OF_LOAD=20 bash benches/callgrind.sh
+#   ROLLOUT=1 bash benches/callgrind.sh           # the same job with a rollout active
 #
 # Prints `requests=N Ir=M Ir/req=K` and leaves callgrind.out in the work directory, for
 # `callgrind_annotate --inclusive=yes <file>`. Needs valgrind, wrk, nginx and curl.
@@ -36,7 +37,9 @@ GW=18281 ADMIN=18282 BLUE=19281 CANARY=19282
 . "$HERE/job.sh"
 origin_conf "$WORK" "$BLUE" "$CANARY" > "$WORK/origin.conf"
 seq 1000000 1000099 > "$WORK/staff.txt"
-graygate_conf "$GW" "$ADMIN" "$BLUE" "$CANARY" > "$WORK/graygate.toml"
+EXTRA=""
+[[ -n "${ROLLOUT:-}" ]] && EXTRA="$(rollout_toml)"
+graygate_conf "$GW" "$ADMIN" "$BLUE" "$CANARY" "$EXTRA" > "$WORK/graygate.toml"
 
 nginx -c "$WORK/origin.conf" -p "$WORK" &
 PIDS+=($!)

@@ -1,5 +1,6 @@
-# Sourced by benches/callgrind.sh and benches/metrics_cost.sh: the one-worker setup they
-# share, so both measure the same job. Functions only; nothing runs on sourcing.
+# Sourced by benches/callgrind.sh, benches/metrics_cost.sh and benches/rollout_cost.sh:
+# the one-worker setup they share, so all measure the same job. Functions only; nothing
+# runs on sourcing.
 
 # origin_conf WORKDIR BLUE_PORT CANARY_PORT: an nginx origin on 127.0.0.1 whose two
 # servers answer `blue` and `canary` (nginx -c FILE -p WORKDIR).
@@ -55,3 +56,49 @@ to = "canary"
 $extra
 TOML
 }
+
+# The rollout the cost benchmarks add: it drives the job's `canary-50` rule at the
+# same 50 per mille (its first step), so the routing is the same and only cohort
+# marking and recording are added. No analysis runs while it is measured.
+rollout_toml() {
+  cat <<TOML
+[rollout]
+rule = "canary-50"
+steps = [50, 100]
+interval = "1h"
+min_step_duration = "1h"
+TOML
+}
+
+# The wrk script both cost benchmarks send: x-user-id cycling over 1,000 users.
+ids_lua() {
+  cat <<'LUA'
+local i = 0
+request = function()
+  i = (i % 1000) + 1
+  return wrk.format("GET", "/", { ["x-user-id"] = tostring(i) })
+end
+LUA
+}
+
+# cpu_run WORK SECONDS BIN CONFIG -> prints "cpu_us_per_request requests_per_second":
+# the gateway pinned to core 0, wrk on core 1, its CPU ticks over one wrk run.
+cpu_run() {
+  local work=$1 secs=$2 bin=$3 config=$4
+  local ticks; ticks=$(getconf CLK_TCK)
+  "$bin" --config "$config" >/dev/null 2>"$work/gateway.log" & local gw=$!
+  taskset -p -c 0 "$gw" >/dev/null
+  for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18181/ && break; sleep 0.1; done
+  taskset -c 1 wrk -t1 -c32 -d1s -s "$work/ids.lua" http://127.0.0.1:18181/ >/dev/null # warm-up
+  local before; before=$(awk '{ print $14 + $15 }' "/proc/$gw/stat")
+  local out; out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}s" -s "$work/ids.lua" http://127.0.0.1:18181/)
+  local after; after=$(awk '{ print $14 + $15 }' "/proc/$gw/stat")
+  kill "$gw"; wait "$gw" 2>/dev/null || true
+  local requests; requests=$(echo "$out" | awk '/requests in/ { print $1 }')
+  local rps; rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "errors in run: $out" >&2; fi
+  awk -v t="$((after - before))" -v hz="$ticks" -v n="$requests" -v r="$rps" 'BEGIN { printf "%.2f %.0f\n", t / hz * 1e6 / n, r }'
+}
+
+# median: the median of the numbers on stdin.
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -35,32 +35,8 @@ config "" > "$work/plain.toml"
 config "[log]
 access = \"access.log\"" > "$work/logged.toml"
 
-cat > "$work/ids.lua" <<'LUA'
-local i = 0
-request = function()
-  i = (i % 1000) + 1
-  return wrk.format("GET", "/", { ["x-user-id"] = tostring(i) })
-end
-LUA
-
-ticks=$(getconf CLK_TCK)
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
-# run BIN CONFIG -> prints "cpu_us_per_request requests_per_second"
-run() {
-  "$1" --config "$2" >/dev/null 2>"$work/gateway.log" & local gw=$!
-  taskset -p -c 0 "$gw" >/dev/null
-  for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18181/ && break; sleep 0.1; done
-  taskset -c 1 wrk -t1 -c32 -d1s -s "$work/ids.lua" http://127.0.0.1:18181/ >/dev/null # warm-up
-  local before; before=$(cpu_ticks "$gw")
-  local out; out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}s" -s "$work/ids.lua" http://127.0.0.1:18181/)
-  local after; after=$(cpu_ticks "$gw")
-  kill "$gw"; wait "$gw" 2>/dev/null || true
-  local requests; requests=$(echo "$out" | awk '/requests in/ { print $1 }')
-  local rps; rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
-  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "errors in run: $out" >&2; fi
-  awk -v t="$((after - before))" -v hz="$ticks" -v n="$requests" -v r="$rps" 'BEGIN { printf "%.2f %.0f\n", t / hz * 1e6 / n, r }'
-}
+ids_lua > "$work/ids.lua"
+run() { cpu_run "$work" "$secs" "$@"; }
 
 declare -A cpu
 for rep in $(seq "$reps"); do
@@ -69,7 +45,6 @@ for rep in $(seq "$reps"); do
   cpu[C]+="$(run "$with_metrics" "$work/logged.toml" | cut -d' ' -f1) "
   echo "repetition $rep: A ${cpu[A]}| B ${cpu[B]}| C ${cpu[C]}" >&2
 done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 a=$(echo "${cpu[A]}" | median); b=$(echo "${cpu[B]}" | median); c=$(echo "${cpu[C]}" | median)
 echo
 echo "| variant | proxy CPU µs/request (median of $reps) | vs recording compiled out |"

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `explain`, `demo`.
+//! The command line: `run`, `check`, `explain`, `demo`, `rollout`.
 //!
 //! Exit codes: 0 ok, 1 invalid config or runtime failure, 2 usage error (clap's).
 
@@ -13,16 +13,16 @@ use tokio::net::TcpListener;
 use tracing::{error, info};
 
 use crate::config::{self, ConfigErrors};
+use crate::control::reload::{self, Reloader};
+use crate::control::{self, admin, watch};
 use crate::logging::{self, LogFormat};
 use crate::proxy::Proxy;
-use crate::control::reload::{self, Reloader};
 use crate::routing::RequestView;
 use crate::server::ServerSettings;
 use crate::shared::Shared;
 use crate::shutdown;
 use crate::snapshot::Snapshot;
 use crate::upstream::active;
-use crate::control::{admin, watch};
 use crate::workers;
 
 #[derive(Debug, Parser)]
@@ -72,6 +72,40 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Show or steer the automated rollout of a running gateway, through its admin
+    /// listener.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutCommand,
+        /// The gateway's admin address (`server.admin_listen`).
+        #[arg(
+            long,
+            global = true,
+            default_value = "127.0.0.1:9901",
+            conflicts_with = "config"
+        )]
+        admin: String,
+        /// Read the admin address from this config file instead.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum RolloutCommand {
+    /// Print the rollout's state, steps, cohorts, analyses and transitions (JSON).
+    Status,
+    /// Hold the weight; analyses go on, and failures still abort.
+    Pause,
+    /// Go on from a pause.
+    Resume,
+    /// Move to the next step now, or with --full to 1000‰.
+    Promote {
+        #[arg(long)]
+        full: bool,
+    },
+    /// Set the rule to 0‰ now and stop the rollout.
+    Abort,
 }
 
 pub fn main() -> ExitCode {
@@ -94,6 +128,14 @@ pub fn main() -> ExitCode {
             logging::init(cli.log_format);
             with_runtime(0, crate::demo::run(listen))
         }
+        (
+            Some(Command::Rollout {
+                action,
+                admin,
+                config,
+            }),
+            _,
+        ) => rollout(action, &admin, config.as_deref()),
         (None, None) => {
             let _ = Cli::command().print_help();
             eprintln!("\nerror: give a command, or --config PATH to run");
@@ -139,6 +181,21 @@ fn check(path: &Path) -> ExitCode {
                 plural(pools),
                 plural(rules)
             ));
+            if let Some(tap) = &snapshot.rollout {
+                let plan = &tap.plan;
+                let steps: Vec<String> = plan.steps.iter().map(u16::to_string).collect();
+                print_out(&format!(
+                    "rollout of rule `{}` to pool `{}` (version `{}`): {} step{}, in ‰: {}; an analysis every {}, at least {} a step",
+                    plan.rule_name,
+                    plan.canary_pool,
+                    plan.canary_version,
+                    steps.len(),
+                    plural(steps.len()),
+                    steps.join(", "),
+                    humantime::format_duration(plan.interval),
+                    humantime::format_duration(plan.min_step_duration)
+                ));
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -155,11 +212,84 @@ fn explain(path: &Path, headers: Vec<(HeaderName, HeaderValue)>, path_and_query:
         map.append(name, value);
     }
     let query = path_and_query.split_once('?').map(|(_, q)| q);
-    let explanation = snapshot
-        .chain
-        .explain(RequestView::new(&map, query), &mut fastrand::f64);
+    let (snapshot, source) = with_saved_rollout(snapshot);
+    let explanation = snapshot.explain(RequestView::new(&map, query), &mut fastrand::f64, &source);
     print_out(&serde_json::to_string_pretty(&explanation).expect("serializable"));
     ExitCode::SUCCESS
+}
+
+/// The snapshot with the weight a running gateway's rollout has saved, so offline
+/// `explain` shows what the gateway does; and where the weight came from.
+fn with_saved_rollout(snapshot: Snapshot) -> (Snapshot, String) {
+    use crate::rollout::controller::{held_note, now_ms, resume, Start};
+    use crate::rollout::{state_file, Tap};
+    let Some(tap) = &snapshot.rollout else {
+        return (snapshot, String::new());
+    };
+    let plan = Arc::clone(&tap.plan);
+    let file = plan.state_file.display().to_string();
+    let (state, _, start) = resume(&plan, state_file::load(&plan.state_file), now_ms());
+    let source = match start {
+        Start::New => format!("no state file at {file}: a new rollout starts at its first step"),
+        Start::Resumed => format!("the state file {file}"),
+        Start::Replaced(_) => {
+            format!(
+                "the state file {file} holds another rollout: this one starts at its first step"
+            )
+        }
+        Start::Unreadable(why) => format!("{why}; {}", held_note(&plan)),
+    };
+    let tap = Tap {
+        weight: state.weight(&plan.steps),
+        position: Some((state.phase, state.step)),
+        cohorts: None,
+        plan,
+    };
+    (snapshot.with_rollout(tap), source)
+}
+
+/// `graygate rollout ACTION`: one request to the admin listener; its JSON on stdout.
+/// Exit 0 on 200, 1 otherwise (the answer's error on stderr).
+fn rollout(action: RolloutCommand, admin: &str, config: Option<&Path>) -> ExitCode {
+    let admin = match config {
+        Some(path) => match config::Source::read(path).and_then(|s| config::parse(&s)) {
+            Ok(file) => file.server.admin_listen.to_string(),
+            Err(errors) => {
+                report(&errors);
+                return ExitCode::from(1);
+            }
+        },
+        None => admin.to_string(),
+    };
+    let (method, path) = match action {
+        RolloutCommand::Status => ("GET", "/admin/rollout"),
+        RolloutCommand::Pause => ("POST", "/admin/rollout/pause"),
+        RolloutCommand::Resume => ("POST", "/admin/rollout/resume"),
+        RolloutCommand::Promote { full: false } => ("POST", "/admin/rollout/promote"),
+        RolloutCommand::Promote { full: true } => ("POST", "/admin/rollout/promote?full=true"),
+        RolloutCommand::Abort => ("POST", "/admin/rollout/abort"),
+    };
+    let answer = with_control_runtime(async move {
+        match crate::control::client::request(&admin, method, path).await {
+            Ok((200, body)) => {
+                print_out(body.trim_end());
+                ExitCode::SUCCESS
+            }
+            Ok((status, body)) => {
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or(body);
+                eprintln!("graygate rollout: {status}: {}", message.trim_end());
+                ExitCode::from(1)
+            }
+            Err(err) => {
+                eprintln!("graygate rollout: cannot reach the admin listener at {admin}: {err}");
+                ExitCode::from(1)
+            }
+        }
+    });
+    answer
 }
 
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -247,6 +377,10 @@ fn run(path: PathBuf) -> ExitCode {
             shutdown.clone(),
         ));
         tokio::spawn(active::run(Arc::clone(reloader.live()), shutdown.clone()));
+        tokio::spawn(control::rollout::run(
+            Arc::clone(&reloader),
+            shutdown.clone(),
+        ));
         let listen_address = plain[0].local_addr().unwrap_or(listen);
         let tls_address = tls.as_ref().and_then(|t| t[0].local_addr().ok());
         let proxy = Arc::new(Proxy::new(

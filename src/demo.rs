@@ -61,7 +61,7 @@ async fn start(listen: SocketAddr) -> Result<ExitCode, String> {
     let shared = Arc::new(Shared::new());
     let mut snapshot = config::compile(file, &source, &shared).map_err(|e| e.to_string())?;
     snapshot.origin.generation = 1;
-    let effective = toml::to_string_pretty(&snapshot.file).map_err(|e| e.to_string())?;
+    let effective = toml::to_string_pretty(&*snapshot.file).map_err(|e| e.to_string())?;
     info!("demo config in force (config/demo.toml with in-process upstreams):\n{effective}");
     println!(
         "graygate demo: gateway on http://{listen}, upstreams {}",

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod rollout;
 pub mod routing;
 pub mod server;
 pub mod shared;

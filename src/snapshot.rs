@@ -16,14 +16,15 @@ use prometheus_client::metrics::counter::Counter;
 use crate::access_log::AccessLog;
 use crate::config::model::{ConfigFile, Fallback};
 use crate::metrics::Series;
-use crate::routing::{Chain, Decision};
+use crate::rollout::Tap;
+use crate::routing::{Chain, Decision, RequestView};
 use crate::upstream::Pool;
 
 #[derive(Debug)]
 pub struct Snapshot {
     pub chain: Chain,
-    /// Indexed by `routing::PoolId`.
-    pub pools: Vec<Pool>,
+    /// Indexed by `routing::PoolId`. Shared with the snapshots a rollout derives.
+    pub pools: Arc<[Pool]>,
     /// `x-graygate-rule` values, indexed by `routing::RuleId`.
     pub rule_headers: Vec<HeaderValue>,
     /// `graygate_rule_matches_total` handles, indexed by `routing::RuleId`.
@@ -34,11 +35,13 @@ pub struct Snapshot {
     /// The TLS listener's certificate and settings, when `[server.tls]` is set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The metric series this config created.
-    pub series: Series,
+    pub series: Arc<Series>,
     pub settings: Settings,
     /// The effective config (defaults filled in), for `/admin/config`.
-    pub file: ConfigFile,
+    pub file: Arc<ConfigFile>,
     pub origin: Origin,
+    /// The rollout driving one of the rules, when `[rollout]` is set.
+    pub rollout: Option<Tap>,
 }
 
 /// Per-request settings taken from the config.
@@ -92,6 +95,64 @@ impl Snapshot {
         decision
             .rule
             .map_or("default", |rule| &self.chain.rule(rule).name)
+    }
+
+    /// This snapshot with the rollout's rule at `tap.weight`, its cohorts marked, and
+    /// recorded in `tap.cohorts` while it is judged. Everything else is shared or copied
+    /// as it is: a change of weight is not a new config generation.
+    pub fn with_rollout(&self, tap: Tap) -> Snapshot {
+        let chain = self
+            .chain
+            .with_permille(tap.plan.rule, tap.weight, true)
+            .expect("a rollout's rule has a per-mille condition");
+        Snapshot {
+            chain,
+            pools: Arc::clone(&self.pools),
+            rule_headers: self.rule_headers.clone(),
+            rule_matches: self.rule_matches.clone(),
+            default_matches: self.default_matches.clone(),
+            access_log: self.access_log.clone(),
+            tls: self.tls.clone(),
+            series: Arc::clone(&self.series),
+            settings: self.settings.clone(),
+            file: Arc::clone(&self.file),
+            origin: self.origin.clone(),
+            rollout: Some(tap),
+        }
+    }
+}
+
+impl Snapshot {
+    /// `explain`'s answer for one request: the chain's explanation, and when a rollout
+    /// drives a rule, the weight it gave the rule and where it is. `source` says where
+    /// that weight came from, for the offline command.
+    pub fn explain(
+        &self,
+        request: RequestView<'_>,
+        random: &mut dyn FnMut() -> f64,
+        source: &str,
+    ) -> serde_json::Value {
+        let explanation = self.chain.explain(request, random);
+        let mut value = serde_json::to_value(&explanation).expect("serializable");
+        if let Some(tap) = &self.rollout {
+            let plan = &tap.plan;
+            let set_by = if tap.position.is_some() {
+                "rollout"
+            } else {
+                "config file"
+            };
+            value["rollout"] = serde_json::json!({
+                "rule": plan.rule_name,
+                "weight_permille": tap.weight,
+                "file_permille": plan.file_permille,
+                "set_by": set_by,
+                "source": source,
+                "state": tap.position.map(|(phase, _)| phase.as_str()),
+                "step": tap.position.map(|(_, step)| step),
+                "steps": plan.steps,
+            });
+        }
+        value
     }
 }
 

@@ -16,6 +16,7 @@ use super::model::{self, ConfigFile, Text};
 use super::Source;
 use crate::access_log::AccessLog;
 use crate::metrics::{PoolMetrics, Series};
+use crate::rollout::Tap;
 use crate::routing::{self, Chain, Condition, HeaderTest, KeySet, PoolId, Sources, UaClassifier};
 use crate::shared::Shared;
 use crate::snapshot::{Origin, Settings, Snapshot};
@@ -63,10 +64,10 @@ pub fn compile(
     Ok(snapshot.expect("no errors means every part compiled"))
 }
 
-struct Compiler<'s> {
-    source: &'s Source,
+pub(super) struct Compiler<'s> {
+    pub(super) source: &'s Source,
     shared: &'s Shared,
-    errors: Vec<(KeyPath, String)>,
+    pub(super) errors: Vec<(KeyPath, String)>,
     /// The metric label values this config creates series for.
     series: Series,
     /// What the config means: the effective config and every whitelist file's
@@ -75,7 +76,7 @@ struct Compiler<'s> {
 }
 
 impl Compiler<'_> {
-    fn error(&mut self, path: KeyPath, message: impl Display) {
+    pub(super) fn error(&mut self, path: KeyPath, message: impl Display) {
         self.errors.push((path, message.to_string()));
     }
 
@@ -103,9 +104,10 @@ impl Compiler<'_> {
         let ua = self.ua_classes(&file.routing.ua_classes, routing.key("ua_classes"));
         let mut watched = vec![self.source.path.clone()];
         let rules = self.rules(file, &pool_ids, &sources, &ua, &mut watched);
+        let rollout = self.rollout(file, &pool_ids);
 
-        let (pools, stable, rules, ua, access_log, tls) =
-            (pools?, stable?, rules?, ua?, access_log?, tls?);
+        let (pools, stable, rules, ua, access_log, tls, rollout) =
+            (pools?, stable?, rules?, ua?, access_log?, tls?, rollout?);
         let pool_names: Vec<Box<str>> = file.pools.keys().map(|n| n.as_str().into()).collect();
         let rule_matches = rules
             .iter()
@@ -120,7 +122,7 @@ impl Compiler<'_> {
             .collect();
         Some(Snapshot {
             chain: Chain::new(rules, stable, sources, ua, pool_names),
-            pools,
+            pools: pools.into(),
             rule_headers,
             rule_matches,
             default_matches,
@@ -135,7 +137,7 @@ impl Compiler<'_> {
                 request_timeout: file.limits.request_timeout,
                 max_body_bytes: file.limits.max_body_bytes,
             },
-            file: file.clone(),
+            file: Arc::new(file.clone()),
             origin: Origin {
                 files: watched,
                 loaded_at: SystemTime::now(),
@@ -143,7 +145,8 @@ impl Compiler<'_> {
                 sha256: hex(&Sha256::digest(self.source.text.as_bytes())),
                 fingerprint: std::mem::take(&mut self.fingerprint).finalize().into(),
             },
-            series: std::mem::take(&mut self.series),
+            series: Arc::new(std::mem::take(&mut self.series)),
+            rollout: rollout.map(|plan| Tap::from_file(Arc::new(plan))),
         })
     }
 

@@ -9,6 +9,7 @@ mod compile;
 mod error;
 mod locate;
 pub mod model;
+mod rollout;
 
 use std::path::{Path, PathBuf};
 

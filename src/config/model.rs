@@ -24,6 +24,108 @@ pub struct ConfigFile {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub log: Log,
+    /// An automated rollout of one per-mille rule; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// `[rollout]`: drives one `permille` rule through its steps, judging the canary
+/// against the control at every interval.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// A `[[rules]]` entry with `permille`; its `to` is the canary.
+    pub rule: String,
+    /// Explicit per-mille steps; or `schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default = "defaults::rollout_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Least time at a step before it may advance. Default: the cubic schedule's
+    /// `every`, else 5 minutes.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_step_duration: Option<Duration>,
+    /// Kept wide so that 0 or a negative value gets a range error.
+    #[serde(default = "defaults::min_requests")]
+    pub min_requests: i64,
+    #[serde(default = "defaults::failure_limit")]
+    pub failure_limit: i64,
+    #[serde(default = "defaults::inconclusive_limit")]
+    pub inconclusive_limit: i64,
+    /// Relative to the config file.
+    #[serde(default = "defaults::state_file")]
+    pub state_file: PathBuf,
+    #[serde(default)]
+    pub judge: RolloutJudge,
+}
+
+/// `schedule = { kind = "doubling" | "linear" | "cubic", ... }`; which other keys a
+/// kind needs is checked when the config compiles, so each gets its own error.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub kind: ScheduleKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<i64>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub over: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub every: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    Doubling,
+    Linear,
+    Cubic,
+}
+
+/// `[rollout.judge]`: the statistics' settings, each with a safe default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutJudge {
+    /// The false-abort rate of the whole rollout, not of one look.
+    #[serde(default = "defaults::alpha")]
+    pub alpha: f64,
+    #[serde(default = "defaults::max_error_rate")]
+    pub max_error_rate: f64,
+    #[serde(default = "defaults::max_p99", with = "humantime_serde")]
+    pub max_p99: Duration,
+    #[serde(default = "defaults::error_margin")]
+    pub error_margin: f64,
+    #[serde(default = "defaults::latency_margin")]
+    pub latency_margin: f64,
+}
+
+impl Default for RolloutJudge {
+    fn default() -> Self {
+        RolloutJudge {
+            alpha: defaults::alpha(),
+            max_error_rate: defaults::max_error_rate(),
+            max_p99: defaults::max_p99(),
+            error_margin: defaults::error_margin(),
+            latency_margin: defaults::latency_margin(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -335,5 +437,35 @@ mod defaults {
     }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(2)
+    }
+    pub fn rollout_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn min_requests() -> i64 {
+        500
+    }
+    pub fn failure_limit() -> i64 {
+        2
+    }
+    pub fn inconclusive_limit() -> i64 {
+        30
+    }
+    pub fn state_file() -> std::path::PathBuf {
+        "rollout.state".into()
+    }
+    pub fn alpha() -> f64 {
+        0.01
+    }
+    pub fn max_error_rate() -> f64 {
+        0.01
+    }
+    pub fn max_p99() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn error_margin() -> f64 {
+        0.002
+    }
+    pub fn latency_margin() -> f64 {
+        0.10
     }
 }

@@ -8,6 +8,8 @@
 //! | `GET /admin/config` | generation, `loaded_at`, sha256, `last_error`, effective config |
 //! | `GET /admin/explain?header=name:value&path=/x` | the decision, as `graygate explain` |
 //! | `POST /admin/reload` | 200 with the generation, or 422 with the errors |
+//! | `GET /admin/rollout` | the rollout's state, steps, cohorts, analyses, transitions |
+//! | `POST /admin/rollout/{pause,resume,promote,abort}` | 200 with the new state; 409 when it does not apply; 404 without a rollout |
 //!
 //! Other paths get 404; other methods on these paths get 405.
 
@@ -25,8 +27,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use super::reload::{Outcome, Reloader, RolloutAction};
 use crate::metrics::{wants_openmetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
-use super::reload::{Outcome, Reloader};
+use crate::rollout::controller::ActionError;
 use crate::routing::RequestView;
 use crate::shutdown::Shutdown;
 
@@ -74,10 +77,22 @@ async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminRes
         "/admin/config" if read => config(reloader),
         "/admin/explain" if read => explain(reloader, request.uri().query().unwrap_or("")),
         "/admin/reload" if request.method() == Method::POST => reload(reloader).await,
-        "/metrics" | "/healthz" | "/readyz" | "/admin/config" | "/admin/explain" => {
-            method_not_allowed("GET, HEAD")
+        "/admin/rollout" if read => rollout_status(reloader).await,
+        "/admin/rollout/pause"
+        | "/admin/rollout/resume"
+        | "/admin/rollout/promote"
+        | "/admin/rollout/abort"
+            if request.method() == Method::POST =>
+        {
+            rollout_action(reloader, request.uri()).await
         }
-        "/admin/reload" => method_not_allowed("POST"),
+        "/metrics" | "/healthz" | "/readyz" | "/admin/config" | "/admin/explain"
+        | "/admin/rollout" => method_not_allowed("GET, HEAD"),
+        "/admin/reload"
+        | "/admin/rollout/pause"
+        | "/admin/rollout/resume"
+        | "/admin/rollout/promote"
+        | "/admin/rollout/abort" => method_not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "404 not found\n"),
     }
 }
@@ -85,7 +100,7 @@ async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminRes
 fn metrics(reloader: &Reloader, headers: &HeaderMap) -> AdminResponse {
     let openmetrics = wants_openmetrics(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     // Endpoint states change with time (an ejection expires), so they are read now.
-    for pool in &reloader.live().load().pools {
+    for pool in reloader.live().load().pools.iter() {
         pool.publish_endpoint_states();
     }
     let body = reloader.shared().metrics.encode(openmetrics);
@@ -122,7 +137,7 @@ fn config(reloader: &Reloader) -> AdminResponse {
             "sha256": origin.sha256,
             "path": reloader.path(),
             "last_error": reloader.last_error(),
-            "config": snapshot.file,
+            "config": &*snapshot.file,
         }),
     )
 }
@@ -156,11 +171,65 @@ fn explain(reloader: &Reloader, query: &str) -> AdminResponse {
     }
     let request_query = path.split_once('?').map(|(_, q)| q);
     let snapshot = reloader.live().load();
-    let explanation = snapshot.chain.explain(
+    let explanation = snapshot.explain(
         RequestView::new(&headers, request_query),
         &mut fastrand::f64,
+        "live",
     );
     json_response(StatusCode::OK, &explanation)
+}
+
+async fn rollout_status(reloader: &Arc<Reloader>) -> AdminResponse {
+    let reloader = Arc::clone(reloader);
+    let status = tokio::task::spawn_blocking(move || reloader.rollout_status())
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+    match status {
+        Some(status) => json_response(StatusCode::OK, &status),
+        None => no_rollout(),
+    }
+}
+
+/// `POST /admin/rollout/<action>`; `promote?full=true` goes straight to 1000‰.
+async fn rollout_action(reloader: &Arc<Reloader>, uri: &http::Uri) -> AdminResponse {
+    let mut full = false;
+    for (key, value) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match (&*key, &*value) {
+            ("full", "true" | "1") if uri.path().ends_with("/promote") => full = true,
+            ("full", "false" | "0") if uri.path().ends_with("/promote") => full = false,
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "error": format!("unknown parameter `{key}={value}`; promote takes full=true") }),
+                )
+            }
+        }
+    }
+    let action = match uri.path().rsplit('/').next() {
+        Some("pause") => RolloutAction::Pause,
+        Some("resume") => RolloutAction::Resume,
+        Some("promote") => RolloutAction::Promote { full },
+        _ => RolloutAction::Abort,
+    };
+    let acting = Arc::clone(reloader);
+    let result = tokio::task::spawn_blocking(move || acting.act_on_rollout(action))
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+    match result {
+        Ok(status) => json_response(StatusCode::OK, &status),
+        Err(ActionError::NoRollout) => no_rollout(),
+        Err(err @ ActionError::NotApplicable(_)) => json_response(
+            StatusCode::CONFLICT,
+            &json!({ "error": err.to_string(), "state": reloader.rollout_status().map(|s| s["state"].clone()) }),
+        ),
+    }
+}
+
+fn no_rollout() -> AdminResponse {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({ "error": "no rollout is configured: add a [rollout] table to the config" }),
+    )
 }
 
 fn parse_header(text: &str) -> Option<(HeaderName, HeaderValue)> {

@@ -5,15 +5,24 @@
 //!
 //! Triggers (file watch, `SIGHUP`, `POST /admin/reload`) all come here; reloads run one
 //! at a time, so a slower, older compile never overwrites a newer one.
+//!
+//! The reloader is the one writer of the live snapshot. The rollout controller changes
+//! weights through it, under the same lock, and every compiled config passes through
+//! the controller before it goes live, so a reload never undoes a weight and a weight
+//! change never undoes a reload.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 use tracing::{error, info};
 
 use crate::config::{self, ConfigErrors};
+use crate::rollout::controller::{now_ms, ActionError, Rollouts};
+use crate::rollout::machine::Input;
 use crate::shared::Shared;
 use crate::snapshot::LiveConfig;
 
@@ -22,8 +31,26 @@ pub struct Reloader {
     path: PathBuf,
     live: Arc<LiveConfig>,
     shared: Arc<Shared>,
-    /// Held for a whole reload; holds the last failure's messages.
-    last_error: Mutex<Option<String>>,
+    /// Held for a whole reload and for every change of rollout weight.
+    inner: Mutex<Inner>,
+    /// Pinged when a reload may have changed the rollout (its interval, its presence).
+    rollout_changed: Notify,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The last reload's errors, cleared by the next good reload.
+    last_error: Option<String>,
+    rollouts: Rollouts,
+}
+
+/// An operator's rollout action, as the admin API and the CLI name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutAction {
+    Pause,
+    Resume,
+    Promote { full: bool },
+    Abort,
 }
 
 /// What a successful reload did.
@@ -50,13 +77,23 @@ impl Reloader {
         snapshot.origin.generation = 1;
         shared.metrics.set_generation(1);
         shared.metrics.retain(&snapshot.series);
+        let mut rollouts = Rollouts::new(shared.metrics.rollout());
+        let snapshot = rollouts.adopt(snapshot, now_ms());
         let live = Arc::new(LiveConfig::new(snapshot));
         Ok(Reloader {
             path,
             live,
             shared,
-            last_error: Mutex::new(None),
+            inner: Mutex::new(Inner {
+                last_error: None,
+                rollouts,
+            }),
+            rollout_changed: Notify::new(),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn live(&self) -> &Arc<LiveConfig> {
@@ -73,15 +110,12 @@ impl Reloader {
 
     /// The last reload's errors, cleared by the next good reload.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().last_error.clone()
     }
 
     /// Reloads now, on the calling thread (it reads files: call it off the runtime).
     pub fn reload(&self) -> Result<Outcome, ConfigErrors> {
-        let mut last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.lock();
         let metrics = &self.shared.metrics;
         let current = self.live.load();
         let result = match config::load(&self.path, &self.shared) {
@@ -92,8 +126,10 @@ impl Reloader {
             Ok(mut next) => {
                 let generation = current.origin.generation + 1;
                 next.origin.generation = generation;
-                let series = next.series.clone();
+                let series = Arc::clone(&next.series);
+                let next = inner.rollouts.adopt(next, now_ms());
                 self.live.store(next);
+                self.rollout_changed.notify_one();
                 metrics.set_generation(generation);
                 metrics.retain(&series);
                 Ok(Outcome::Applied(generation))
@@ -104,8 +140,51 @@ impl Reloader {
             }
         };
         metrics.reload(result.is_ok());
-        *last_error = result.as_ref().err().map(|errors| errors.to_string());
+        inner.last_error = result.as_ref().err().map(|errors| errors.to_string());
         result
+    }
+
+    /// Runs one rollout analysis now and applies its verdict (it may write the state
+    /// file: call it off the runtime).
+    pub fn analyze_rollout(&self) {
+        let mut inner = self.lock();
+        if let Some(next) = inner.rollouts.analyze(&self.live.load(), now_ms()) {
+            self.live.store(next);
+        }
+    }
+
+    /// An operator's action on the rollout; the status after it, or why not.
+    pub fn act_on_rollout(&self, action: RolloutAction) -> Result<Value, ActionError> {
+        let mut inner = self.lock();
+        let input = match action {
+            RolloutAction::Pause => Input::Pause,
+            RolloutAction::Resume => Input::Resume,
+            RolloutAction::Promote { full } => Input::Promote { full },
+            RolloutAction::Abort => Input::Abort,
+        };
+        if let Some(next) = inner.rollouts.act(&self.live.load(), input, now_ms())? {
+            self.live.store(next);
+        }
+        self.rollout_changed.notify_one();
+        Ok(inner
+            .rollouts
+            .status()
+            .expect("an action applied to a rollout"))
+    }
+
+    /// `/admin/rollout`, or `None` without a rollout.
+    pub fn rollout_status(&self) -> Option<Value> {
+        self.lock().rollouts.status()
+    }
+
+    /// The time until the next analysis is due, while a rollout is judged.
+    pub fn rollout_interval(&self) -> Option<std::time::Duration> {
+        self.lock().rollouts.interval()
+    }
+
+    /// Resolves when a reload or an action may have changed the rollout's timing.
+    pub async fn rollout_changed(&self) {
+        self.rollout_changed.notified().await
     }
 
     /// Reloads on a blocking thread and logs the outcome.

@@ -101,6 +101,98 @@ struct FromToLabels {
     to: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    rule: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutStateLabels {
+    rule: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutVerdictLabels {
+    rule: String,
+    verdict: String,
+}
+
+/// The rollout's gauges and counters, labelled by the rule it drives. Their series
+/// exist while a rollout is configured and go when it ends.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutMetrics {
+    weight: Family<RolloutLabels, Gauge>,
+    step: Family<RolloutLabels, Gauge>,
+    state: Family<RolloutStateLabels, Gauge>,
+    analyses: Family<RolloutVerdictLabels, Counter>,
+}
+
+const VERDICTS: [crate::rollout::judge::Verdict; 3] = [
+    crate::rollout::judge::Verdict::Pass,
+    crate::rollout::judge::Verdict::Fail,
+    crate::rollout::judge::Verdict::Inconclusive,
+];
+
+impl RolloutMetrics {
+    /// The rollout of `rule` is in `phase` at `step` with the rule at `weight`.
+    pub fn set(&self, rule: &str, phase: crate::rollout::machine::Phase, step: usize, weight: u16) {
+        let labels = RolloutLabels {
+            rule: rule.to_string(),
+        };
+        self.weight.get_or_create(&labels).set(i64::from(weight));
+        self.step
+            .get_or_create(&labels)
+            .set(i64::try_from(step).unwrap_or(i64::MAX));
+        for each in crate::rollout::machine::Phase::ALL {
+            let labels = RolloutStateLabels {
+                rule: rule.to_string(),
+                state: each.as_str().to_string(),
+            };
+            self.state
+                .get_or_create(&labels)
+                .set(i64::from(each == phase));
+        }
+        // Every verdict's series exists from the start, so the first is an increase.
+        for verdict in VERDICTS {
+            let _zero = self.analyses.get_or_create(&RolloutVerdictLabels {
+                rule: rule.to_string(),
+                verdict: verdict.as_str().to_string(),
+            });
+        }
+    }
+
+    pub fn analysis(&self, rule: &str, verdict: crate::rollout::judge::Verdict) {
+        self.analyses
+            .get_or_create(&RolloutVerdictLabels {
+                rule: rule.to_string(),
+                verdict: verdict.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// Removes the series of a rollout that ended.
+    pub fn forget(&self, rule: &str) {
+        let labels = RolloutLabels {
+            rule: rule.to_string(),
+        };
+        self.weight.remove(&labels);
+        self.step.remove(&labels);
+        for each in crate::rollout::machine::Phase::ALL {
+            self.state.remove(&RolloutStateLabels {
+                rule: rule.to_string(),
+                state: each.as_str().to_string(),
+            });
+        }
+        for verdict in VERDICTS {
+            self.analyses.remove(&RolloutVerdictLabels {
+                rule: rule.to_string(),
+                verdict: verdict.as_str().to_string(),
+            });
+        }
+    }
+}
+
 /// Every metric family, registered once for the life of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -118,6 +210,7 @@ pub struct Metrics {
     retries: Family<PoolLabels, Counter>,
     access_log_dropped: Counter,
     client_errors: [Counter; 3],
+    rollout: RolloutMetrics,
     /// The label values each family holds series for, to prune after reloads.
     series: Mutex<Series>,
 }
@@ -194,6 +287,7 @@ impl Metrics {
         let fallbacks = Family::default();
         let retries = Family::default();
         let access_log_dropped = Counter::default();
+        let rollout = RolloutMetrics::default();
         let client_errors_family = Family::<KindLabels, Counter>::default();
         let client_errors = CLIENT_ERROR_KINDS.map(|kind| {
             client_errors_family
@@ -269,6 +363,26 @@ impl Metrics {
             access_log_dropped.clone(),
         );
         registry.register(
+            "rollout_weight_permille",
+            "The per-mille the rollout gives its rule",
+            rollout.weight.clone(),
+        );
+        registry.register(
+            "rollout_step",
+            "The rollout's step, 0-based",
+            rollout.step.clone(),
+        );
+        registry.register(
+            "rollout_state",
+            "The rollout's state: 1 for the current one",
+            rollout.state.clone(),
+        );
+        registry.register(
+            "rollout_analyses",
+            "Rollout analyses, by verdict",
+            rollout.analyses.clone(),
+        );
+        registry.register(
             "client_errors",
             "Requests refused before routing (malformed head, head too large, head too slow), by kind",
             client_errors_family,
@@ -288,6 +402,7 @@ impl Metrics {
             fallbacks,
             retries,
             access_log_dropped,
+            rollout,
             series: Mutex::new(Series::default()),
         }
     }
@@ -382,6 +497,10 @@ impl Metrics {
 
     pub fn client_error(&self, kind: ClientErrorKind) {
         self.client_errors[kind as usize].inc();
+    }
+
+    pub fn rollout(&self) -> RolloutMetrics {
+        self.rollout.clone()
     }
 
     pub fn access_log_dropped(&self) -> Counter {

@@ -95,7 +95,8 @@ impl UpstreamContent {
     }
 }
 
-/// The record phase of a request: metrics and the access log, on drop.
+/// The record phase of a request: metrics, the rollout's cohorts and the access log,
+/// on drop.
 #[derive(Debug)]
 pub struct Completion {
     /// The snapshot the request used from its start; moved here, not cloned.
@@ -136,6 +137,11 @@ impl Drop for Completion {
             .pool(&self.decision)
             .metrics
             .record(self.status, elapsed);
+        // The rollout's cohorts: the pool that served the request says whether a
+        // canary request fell back to stable.
+        if let (Some(cohort), Some(rollout)) = (self.decision.cohort, &self.snapshot.rollout) {
+            rollout.record(cohort, self.decision.pool, self.status, elapsed);
+        }
         if let (Some(log), Some(access)) = (&self.snapshot.access_log, self.access.take()) {
             let AccessStart { time, method, path } = *access;
             log.log(AccessRecord {

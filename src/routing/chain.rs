@@ -42,6 +42,34 @@ pub struct Decision {
     pub rule: Option<RuleId>,
     /// The user's bucket, when a per-mille rule was evaluated.
     pub bucket: Option<u16>,
+    /// The side of the tracked rule the request fell on, when the chain tracks one.
+    pub cohort: Option<Cohort>,
+}
+
+/// The two halves of one randomized population, as a rollout compares them: the
+/// requests that reached the tracked rule and were inside its buckets (the canary),
+/// and those that reached it, fell outside, and went to the stable pool (the control).
+/// Requests other rules took before it, and those without a user key, are in neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cohort {
+    Canary,
+    Control,
+}
+
+impl Cohort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cohort::Canary => "canary",
+            Cohort::Control => "control",
+        }
+    }
+}
+
+/// The rule whose per-mille condition splits the cohorts, and where that condition sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tracked {
+    rule: usize,
+    condition: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +81,7 @@ pub struct Chain {
     sources: Sources,
     ua: UaClassifier,
     pool_names: Vec<Box<str>>,
+    tracked: Option<Tracked>,
 }
 
 impl Chain {
@@ -74,7 +103,44 @@ impl Chain {
             sources,
             ua,
             pool_names,
+            tracked: None,
         }
+    }
+
+    /// This chain with rule `rule`'s per-mille set to `permille`, and its cohorts
+    /// marked on every decision when `track` is set. `None` when the rule has no
+    /// per-mille condition. A rollout makes one of these at every change of weight.
+    pub fn with_permille(&self, rule: RuleId, permille: u16, track: bool) -> Option<Chain> {
+        let mut chain = self.clone();
+        let conditions = &mut chain.rules.get_mut(rule.0)?.conditions;
+        let position = conditions
+            .iter()
+            .position(|c| matches!(c, Condition::Permille { .. }))?;
+        if let Condition::Permille { permille: n, .. } = &mut conditions[position] {
+            *n = permille.min(1000);
+        }
+        chain.tracked = track.then_some(Tracked {
+            rule: rule.0,
+            condition: position,
+        });
+        Some(chain)
+    }
+
+    /// The per-mille of rule `rule`, if it has that condition.
+    pub fn permille_of(&self, rule: RuleId) -> Option<u16> {
+        self.rules
+            .get(rule.0)?
+            .conditions
+            .iter()
+            .find_map(|c| match c {
+                Condition::Permille { permille, .. } => Some(*permille),
+                _ => None,
+            })
+    }
+
+    /// The rule whose cohorts are marked, if any.
+    pub fn tracked_rule(&self) -> Option<RuleId> {
+        self.tracked.map(|t| RuleId(t.rule))
     }
 
     /// Runs the chain. `random` draws in `[0, 1)` for `rate` conditions; the proxy
@@ -153,16 +219,34 @@ impl Chain {
             .zip(position..)
             .all(|(condition, position)| {
                 let verdict = condition.check(cx);
+                // Reaching the tracked rule's per-mille condition with a user key puts
+                // the request in the randomized population; the verdict says which half.
+                if self.tracked
+                    == Some(Tracked {
+                        rule,
+                        condition: position,
+                    })
+                    && verdict != Verdict::Missing
+                {
+                    cx.tracked = Some(verdict.holds());
+                }
                 observe(RuleId(rule), position, verdict, cx);
                 verdict.holds()
             })
     }
 
     pub(crate) fn decision(&self, rule: Option<RuleId>, cx: &Context<'_, '_>) -> Decision {
+        let pool = rule.map_or(self.stable, |r| self.rules[r.0].pool);
+        let cohort = match (self.tracked, cx.tracked) {
+            (Some(tracked), _) if rule == Some(RuleId(tracked.rule)) => Some(Cohort::Canary),
+            (Some(_), Some(false)) if pool == self.stable => Some(Cohort::Control),
+            _ => None,
+        };
         Decision {
-            pool: rule.map_or(self.stable, |r| self.rules[r.0].pool),
+            pool,
             rule,
             bucket: cx.bucket,
+            cohort,
         }
     }
 
@@ -205,6 +289,8 @@ pub(crate) struct Context<'c, 'r> {
     pub(crate) bucket: Option<u16>,
     /// The draw made by the last rate condition evaluated.
     pub(crate) draw: Option<f64>,
+    /// Whether the tracked rule's per-mille condition held, once it was reached.
+    pub(crate) tracked: Option<bool>,
 }
 
 impl<'c, 'r> Context<'c, 'r> {
@@ -223,6 +309,7 @@ impl<'c, 'r> Context<'c, 'r> {
             ua_class: None,
             bucket: None,
             draw: None,
+            tracked: None,
         }
     }
 

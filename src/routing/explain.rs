@@ -14,6 +14,10 @@ pub struct Explanation {
     pub rule: String,
     /// The user's bucket, when a per-mille rule was evaluated.
     pub bucket: Option<u16>,
+    /// `canary` or `control` when the chain tracks a rollout's rule and the request
+    /// is in one of its cohorts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<&'static str>,
     /// The values the rules read, as the request carries them.
     pub user_key: Option<String>,
     pub city: Option<String>,
@@ -93,6 +97,7 @@ impl Chain {
             pool: self.pool_name(decision.pool).to_string(),
             rule: matched.map_or("default".to_string(), |r| self.rule(r).name.to_string()),
             bucket: decision.bucket,
+            cohort: decision.cohort.map(|c| c.as_str()),
             user_key: text(cx.user_key()),
             city: text(cx.city()),
             channel: text(cx.channel()),

@@ -19,7 +19,7 @@ mod tests;
 mod ua;
 
 pub use bucket::{bucket, murmur3_x86_32, BUCKETS};
-pub use chain::{Chain, Decision, PoolId, Rule, RuleId, Sources};
+pub use chain::{Chain, Cohort, Decision, PoolId, Rule, RuleId, Sources};
 pub use condition::Verdict;
 pub use condition::{Condition, HeaderTest, KeySet};
 pub use explain::{ConditionTrace, Explanation, RuleTrace};

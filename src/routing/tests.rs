@@ -761,7 +761,8 @@ fn rate_holds_when_the_draw_is_below_the_rate() {
                 Decision {
                     pool: CANARY,
                     rule: Some(RuleId(0)),
-                    bucket: None
+                    bucket: None,
+                    cohort: None
                 },
                 1
             ),
@@ -909,7 +910,8 @@ fn no_matching_rule_sends_to_stable_without_a_rule() {
         Decision {
             pool: BLUE,
             rule: None,
-            bucket: None
+            bucket: None,
+            cohort: None
         }
     );
     // The blue/green switch: only `stable` changes.
@@ -1879,7 +1881,22 @@ fn random_chain(rng: &mut fastrand::Rng) -> Chain {
             rules += 1;
         }
     }
-    builder.build()
+    let chain = builder.build();
+    // Half the chains track a per-mille rule, as a rollout does, so the cohorts are
+    // compared between the index and the scan too.
+    let permille_rules: Vec<usize> = (0..chain.rules().len())
+        .filter(|&i| chain.permille_of(RuleId(i)).is_some())
+        .collect();
+    match permille_rules.as_slice() {
+        [] => chain,
+        _ if rng.bool() => chain,
+        rules => {
+            let rule = RuleId(rules[rng.usize(..rules.len())]);
+            chain
+                .with_permille(rule, rng.u16(..=1000), true)
+                .expect("a per-mille rule")
+        }
+    }
 }
 
 /// Each header absent, once with a value (maybe one no rule wants) or repeated; a
@@ -1976,4 +1993,136 @@ fn decide_equals_the_linear_scan_and_explain_on_random_chains() {
         assert!(count >= 100, "{what}: only {count}");
     }
     assert_eq!(matched_in_run[0], 0, "a run matched without its header");
+}
+
+// ---------------------------------------------------------------------------------
+// 9. Cohorts: a tracked per-mille rule splits the requests that reach it into the
+//    canary (inside its buckets) and the control (outside, served by stable).
+// ---------------------------------------------------------------------------------
+
+/// A user whose bucket for `salt` is below `permille` (`inside`) or not.
+fn user_on_side(salt: &str, permille: u16, inside: bool) -> String {
+    (0..)
+        .map(|i: u32| i.to_string())
+        .find(|id| (bucket(salt.as_bytes(), id.as_bytes()) < permille) == inside)
+        .expect("some user lands on each side")
+}
+
+#[test]
+fn a_tracked_rule_marks_the_canary_and_the_control() {
+    let chain = chain()
+        .rule("staff", CANARY, [whitelist(&["1001"])])
+        .rule("rollout", CANARY, [permille(0, "s")])
+        .build();
+    assert_eq!(chain.permille_of(RuleId(1)), Some(0));
+    assert_eq!(chain.tracked_rule(), None);
+    let tracked = chain.with_permille(RuleId(1), 100, true).unwrap();
+    assert_eq!(tracked.permille_of(RuleId(1)), Some(100));
+    assert_eq!(tracked.tracked_rule(), Some(RuleId(1)));
+
+    let inside = req().user(&user_on_side("s", 100, true));
+    let outside = req().user(&user_on_side("s", 100, false));
+    let canary = decide_as_linear(&tracked, &inside, &[]);
+    assert_eq!((canary.pool, canary.cohort), (CANARY, Some(Cohort::Canary)));
+    let control = decide_as_linear(&tracked, &outside, &[]);
+    assert_eq!(
+        (control.pool, control.cohort),
+        (BLUE, Some(Cohort::Control))
+    );
+    // Taken by a rule before it, or without a user key: not a random sample.
+    assert_eq!(decide(&tracked, &req().user("1001")).cohort, None);
+    assert_eq!(decide(&tracked, &req()).cohort, None);
+    // The same chain untracked marks nobody, at any weight.
+    let untracked = chain.with_permille(RuleId(1), 100, false).unwrap();
+    assert_eq!(decide(&untracked, &inside).cohort, None);
+    assert_eq!(decide(&untracked, &inside).pool, CANARY);
+    // A rule without a per-mille condition cannot be driven.
+    assert!(chain.with_permille(RuleId(0), 5, true).is_none());
+}
+
+#[test]
+fn the_control_is_only_what_reaches_the_stable_pool() {
+    // Users outside the buckets that a later rule sends elsewhere are no control.
+    let chain = chain()
+        .rule("rollout", CANARY, [permille(500, "")])
+        .rule("beijing", GREEN, [city(&["110000"])])
+        .build()
+        .with_permille(RuleId(0), 500, true)
+        .unwrap();
+    let user = user_on_side("", 500, false);
+    let elsewhere = req().user(&user).header("x-city-id", "110000");
+    assert_eq!(decide(&chain, &elsewhere).pool, GREEN);
+    assert_eq!(decide(&chain, &elsewhere).cohort, None);
+    assert_eq!(
+        decide(&chain, &req().user(&user)).cohort,
+        Some(Cohort::Control)
+    );
+}
+
+#[test]
+fn conditions_before_the_per_mille_define_the_population() {
+    let chain = chain()
+        .rule(
+            "beijing-rollout",
+            CANARY,
+            [city(&["110000"]), permille(300, "x"), rate(0.5)],
+        )
+        .build()
+        .with_permille(RuleId(0), 300, true)
+        .unwrap();
+    let inside = user_on_side("x", 300, true);
+    let outside = user_on_side("x", 300, false);
+    let beijing = |user: &str| req().user(user).header("x-city-id", "110000");
+    // Outside Beijing: never reached the per-mille condition.
+    assert_eq!(
+        decide(&chain, &req().user(&outside).header("x-city-id", "1")).cohort,
+        None
+    );
+    assert_eq!(
+        decide_as_linear(&chain, &beijing(&outside), &[]).cohort,
+        Some(Cohort::Control)
+    );
+    assert_eq!(
+        decide_as_linear(&chain, &beijing(&inside), &[0.1]).cohort,
+        Some(Cohort::Canary)
+    );
+    // In the buckets but not drawn by the rate: neither half.
+    assert_eq!(
+        decide_as_linear(&chain, &beijing(&inside), &[0.9]).cohort,
+        None
+    );
+}
+
+#[test]
+fn a_tracked_rule_inside_an_indexed_run_is_marked_through_the_index() {
+    let builder = exact_run(chain(), "x-group", "g", 6);
+    let chain = builder
+        .rule(
+            "g-rollout",
+            CANARY,
+            [exact("x-group", "rollout"), permille(200, "")],
+        )
+        .rule("g-last", GREEN, [exact("x-group", "last")])
+        .build();
+    let rule = RuleId(6);
+    let chain = chain.with_permille(rule, 200, true).unwrap();
+    assert!(chain.indexed_runs().iter().any(|run| run.contains(&6)));
+    let inside = req()
+        .header("x-group", "rollout")
+        .user(&user_on_side("", 200, true));
+    let outside = req()
+        .header("x-group", "rollout")
+        .user(&user_on_side("", 200, false));
+    assert_eq!(
+        decide_as_linear(&chain, &inside, &[]).cohort,
+        Some(Cohort::Canary)
+    );
+    assert_eq!(
+        decide_as_linear(&chain, &outside, &[]).cohort,
+        Some(Cohort::Control)
+    );
+    assert_eq!(
+        decide_as_linear(&chain, &req().header("x-group", "g1"), &[]).cohort,
+        None
+    );
 }

@@ -82,7 +82,7 @@ pub async fn run(live: Arc<LiveConfig>, mut shutdown: Shutdown) {
         }
         let snapshot = live.load();
         let now = now_millis();
-        for pool in &snapshot.pools {
+        for pool in snapshot.pools.iter() {
             let Some(check) = &pool.health_check else {
                 continue;
             };

@@ -1,0 +1,332 @@
+//! `[rollout]`: validated and compiled into a [`Plan`], every mistake an error with
+//! its key path, in the same pass as the rest of the config.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::compile::Compiler;
+use super::error::KeyPath;
+use super::model::{self, ConfigFile, ScheduleKind};
+use crate::rollout::judge::JudgeSettings;
+use crate::rollout::schedule::{Schedule, MAX_SAMPLES};
+use crate::rollout::Plan;
+use crate::routing::{PoolId, RuleId};
+
+/// Analyses closer together than this would only spin.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const DEFAULT_MIN_STEP_DURATION: Duration = Duration::from_secs(300);
+
+impl Compiler<'_> {
+    /// The plan, `Some(None)` without `[rollout]`, or `None` after recording errors.
+    pub(super) fn rollout(
+        &mut self,
+        file: &ConfigFile,
+        pools: &HashMap<&str, PoolId>,
+    ) -> Option<Option<Plan>> {
+        let Some(rollout) = &file.rollout else {
+            return Some(None);
+        };
+        let path = KeyPath::root().key("rollout");
+        let before = self.errors.len();
+
+        let rule = self.rollout_rule(file, &rollout.rule, path.key("rule"));
+        let (steps, every) = self.rollout_steps(rollout, &path);
+        let min_step_duration = rollout
+            .min_step_duration
+            .or(every)
+            .unwrap_or(DEFAULT_MIN_STEP_DURATION);
+        if rollout.interval < MIN_INTERVAL {
+            self.error(
+                path.key("interval"),
+                format!(
+                    "must be at least {}, got {}",
+                    humantime::format_duration(MIN_INTERVAL),
+                    humantime::format_duration(rollout.interval)
+                ),
+            );
+        }
+        let min_requests = self.at_least_one(rollout.min_requests, path.key("min_requests"));
+        let failure_limit = self.at_least_one(rollout.failure_limit, path.key("failure_limit"));
+        let inconclusive_limit =
+            self.at_least_one(rollout.inconclusive_limit, path.key("inconclusive_limit"));
+        let judge = self.rollout_judge(&rollout.judge, path.key("judge"));
+        let state_file = self.source.base_dir().join(&rollout.state_file);
+        match state_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => self.error(
+                path.key("state_file"),
+                format!("the directory {} does not exist", dir.display()),
+            ),
+            _ if state_file.is_dir() => self.error(
+                path.key("state_file"),
+                format!("{} is a directory", state_file.display()),
+            ),
+            _ if state_file == self.source.path => {
+                self.error(path.key("state_file"), "must not be the config file itself")
+            }
+            _ => {}
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        let (index, permille) = rule?;
+        let to = &file.rules[index].to;
+        let canary = *pools.get(to.as_str())?;
+        Some(Some(Plan {
+            rule: RuleId(index),
+            rule_name: rollout.rule.clone(),
+            canary,
+            canary_pool: to.clone(),
+            canary_version: file.pools[to].version.clone().unwrap_or_default(),
+            steps: steps?,
+            interval: rollout.interval,
+            min_step_duration,
+            failure_limit: u32::try_from(failure_limit?).unwrap_or(u32::MAX),
+            inconclusive_limit: u32::try_from(inconclusive_limit?).unwrap_or(u32::MAX),
+            state_file,
+            judge: JudgeSettings {
+                min_requests: min_requests? as u64,
+                ..judge?
+            },
+            file_permille: permille,
+        }))
+    }
+
+    /// The rule's index and its per-mille in the file.
+    fn rollout_rule(
+        &mut self,
+        file: &ConfigFile,
+        name: &str,
+        path: KeyPath,
+    ) -> Option<(usize, u16)> {
+        let Some(index) = file.rules.iter().position(|r| r.name == name) else {
+            let names: Vec<&str> = file.rules.iter().map(|r| r.name.as_str()).collect();
+            let known = if names.is_empty() {
+                "no rules are defined".to_string()
+            } else {
+                format!("defined rules: {}", names.join(", "))
+            };
+            self.error(path, format!("unknown rule `{name}`; {known}"));
+            return None;
+        };
+        let rule = &file.rules[index];
+        let Some(permille) = rule.conditions.permille else {
+            self.error(
+                path,
+                format!("rule `{name}` has no `permille` condition for the rollout to drive"),
+            );
+            return None;
+        };
+        if rule.to == file.routing.stable {
+            self.error(
+                path,
+                format!(
+                    "rule `{name}` sends to `{}`, the stable pool; a rollout compares a canary with it",
+                    rule.to
+                ),
+            );
+            return None;
+        }
+        Some((index, permille.clamp(0, 1000) as u16))
+    }
+
+    /// The explicit steps, or the schedule's, and the cubic schedule's `every`.
+    fn rollout_steps(
+        &mut self,
+        rollout: &model::Rollout,
+        path: &KeyPath,
+    ) -> (Option<Vec<u16>>, Option<Duration>) {
+        match (&rollout.steps, &rollout.schedule) {
+            (Some(steps), None) => (self.explicit_steps(steps, path.key("steps")), None),
+            (None, Some(schedule)) => {
+                let every = schedule.every;
+                let schedule = self.schedule(schedule, path.key("schedule"));
+                (schedule.map(|s| s.steps()), every)
+            }
+            _ => {
+                self.error(path.clone(), "give exactly one of `steps` or `schedule`");
+                (None, None)
+            }
+        }
+    }
+
+    fn explicit_steps(&mut self, steps: &[i64], path: KeyPath) -> Option<Vec<u16>> {
+        if steps.is_empty() {
+            self.error(path, "give at least one step");
+            return None;
+        }
+        let before = self.errors.len();
+        for (i, &step) in steps.iter().enumerate() {
+            if !(1..=1000).contains(&step) {
+                let why = if step == 0 {
+                    "a step of 0‰ sends the canary nothing to judge".to_string()
+                } else {
+                    format!("got {step}")
+                };
+                self.error(path.index(i), format!("must be between 1 and 1000: {why}"));
+            } else if i > 0 && step <= steps[i - 1] {
+                self.error(
+                    path.index(i),
+                    format!(
+                        "steps must increase: {step} does not exceed the step before it, {}",
+                        steps[i - 1]
+                    ),
+                );
+            }
+        }
+        (self.errors.len() == before).then(|| steps.iter().map(|&s| s as u16).collect())
+    }
+
+    fn schedule(&mut self, schedule: &model::Schedule, path: KeyPath) -> Option<Schedule> {
+        let before = self.errors.len();
+        let needs: &[&str] = match schedule.kind {
+            ScheduleKind::Doubling => &["from"],
+            ScheduleKind::Linear => &["from", "step"],
+            ScheduleKind::Cubic => &["from", "to", "over", "every"],
+        };
+        let kind = format!("{:?}", schedule.kind).to_lowercase();
+        let given = [
+            ("from", schedule.from.is_some()),
+            ("step", schedule.step.is_some()),
+            ("to", schedule.to.is_some()),
+            ("over", schedule.over.is_some()),
+            ("every", schedule.every.is_some()),
+        ];
+        for (key, present) in given {
+            match (needs.contains(&key), present) {
+                (true, false) => {
+                    self.error(path.clone(), format!("a {kind} schedule needs `{key}`"))
+                }
+                (false, true) => self.error(
+                    path.key(key),
+                    format!("`{key}` does not apply to a {kind} schedule"),
+                ),
+                _ => {}
+            }
+        }
+        let mut permille = |key: &str, value: Option<i64>, low: i64| -> u16 {
+            match value {
+                Some(v) if (low..=1000).contains(&v) => v as u16,
+                Some(v) => {
+                    self.error(
+                        path.key(key),
+                        format!("must be between {low} and 1000, got {v}"),
+                    );
+                    0
+                }
+                None => 0,
+            }
+        };
+        let result = match schedule.kind {
+            ScheduleKind::Doubling => Schedule::Doubling {
+                from: permille("from", schedule.from, 1),
+            },
+            ScheduleKind::Linear => Schedule::Linear {
+                from: permille("from", schedule.from, 1),
+                step: permille("step", schedule.step, 1),
+            },
+            ScheduleKind::Cubic => {
+                let from = permille("from", schedule.from, 0);
+                let to = permille("to", schedule.to, 1);
+                let (over, every) = (
+                    schedule.over.unwrap_or_default(),
+                    schedule.every.unwrap_or_default(),
+                );
+                if schedule.from.is_some() && schedule.to.is_some() && to <= from {
+                    self.error(
+                        path.key("to"),
+                        format!("must exceed `from` ({from}), got {to}"),
+                    );
+                }
+                for (key, value) in [("over", schedule.over), ("every", schedule.every)] {
+                    if value.is_some_and(|v| v.is_zero()) {
+                        self.error(path.key(key), "must be greater than 0");
+                    }
+                }
+                if !over.is_zero() && !every.is_zero() {
+                    if every > over {
+                        self.error(
+                            path.key("every"),
+                            format!(
+                                "{} exceeds `over` ({}): the ramp would have no steps",
+                                humantime::format_duration(every),
+                                humantime::format_duration(over)
+                            ),
+                        );
+                    } else if over.as_nanos() / every.as_nanos() > MAX_SAMPLES {
+                        self.error(
+                            path.key("every"),
+                            format!("samples the ramp more than {MAX_SAMPLES} times"),
+                        );
+                    }
+                }
+                Schedule::Cubic {
+                    from,
+                    to,
+                    over,
+                    every,
+                }
+            }
+        };
+        (self.errors.len() == before).then_some(result)
+    }
+
+    fn rollout_judge(
+        &mut self,
+        judge: &model::RolloutJudge,
+        path: KeyPath,
+    ) -> Option<JudgeSettings> {
+        let before = self.errors.len();
+        if !(judge.alpha > 0.0 && judge.alpha < 0.5) {
+            self.error(
+                path.key("alpha"),
+                format!(
+                    "must be between 0 and 0.5, both excluded, got {}",
+                    judge.alpha
+                ),
+            );
+        }
+        if !(judge.max_error_rate > 0.0 && judge.max_error_rate <= 1.0) {
+            self.error(
+                path.key("max_error_rate"),
+                format!(
+                    "must be above 0 and at most 1, got {}",
+                    judge.max_error_rate
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&judge.error_margin) {
+            self.error(
+                path.key("error_margin"),
+                format!("must be at least 0 and below 1, got {}", judge.error_margin),
+            );
+        }
+        if !(0.0..=10.0).contains(&judge.latency_margin) {
+            self.error(
+                path.key("latency_margin"),
+                format!(
+                    "must be between 0 and 10 (1000 %), got {}",
+                    judge.latency_margin
+                ),
+            );
+        }
+        if judge.max_p99.is_zero() {
+            self.error(path.key("max_p99"), "must be greater than 0");
+        }
+        (self.errors.len() == before).then_some(JudgeSettings {
+            alpha: judge.alpha,
+            max_error_rate: judge.max_error_rate,
+            max_p99: judge.max_p99,
+            error_margin: judge.error_margin,
+            latency_margin: judge.latency_margin,
+            min_requests: 1,
+        })
+    }
+
+    fn at_least_one(&mut self, value: i64, path: KeyPath) -> Option<i64> {
+        if value < 1 {
+            self.error(path, format!("must be at least 1, got {value}"));
+            return None;
+        }
+        Some(value)
+    }
+}
