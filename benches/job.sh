@@ -102,3 +102,17 @@ cpu_run() {
 
 # median: the median of the numbers on stdin.
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# cost_setup: what both cost benchmarks start from. Sets $work (removed on exit) and
+# $pids, starts the nginx origin on core 1 (ports 19181 and 19182), and writes
+# staff.txt and ids.lua. Needs nginx and wrk.
+cost_setup() {
+  command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (apt-get install -y nginx wrk)" >&2; exit 1; }
+  work=$(mktemp -d)
+  pids=()
+  trap 'for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  origin_conf "$work" 19181 19182 > "$work/origin.conf"
+  taskset -c 1 nginx -c "$work/origin.conf" -p "$work" & pids+=($!)
+  seq 1000 1009 > "$work/staff.txt"
+  ids_lua > "$work/ids.lua"
+}

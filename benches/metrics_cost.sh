@@ -18,24 +18,13 @@ without_metrics=${WITHOUT_METRICS:-target/nometrics/release/graygate}
 for bin in "$with_metrics" "$without_metrics"; do
   [ -x "$bin" ] || { echo "missing $bin: build it first (see the header of this script)" >&2; exit 1; }
 done
-command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (apt-get install -y nginx wrk)" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
 . benches/job.sh
-origin_conf "$work" 19181 19182 > "$work/origin.conf"
-taskset -c 1 nginx -c "$work/origin.conf" -p "$work" & pids+=($!)
-
-seq 1000 1009 > "$work/staff.txt"
+cost_setup   # $work, the nginx origin on core 1, staff.txt and ids.lua
 config() { graygate_conf 18181 18182 19181 19182 "$1"; }
 config "" > "$work/plain.toml"
 config "[log]
 access = \"access.log\"" > "$work/logged.toml"
 
-ids_lua > "$work/ids.lua"
 run() { cpu_run "$work" "$secs" "$@"; }
 
 declare -A cpu

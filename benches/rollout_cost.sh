@@ -14,22 +14,11 @@ reps=${1:-5}
 secs=${2:-8}
 bin=${GRAYGATE:-target/release/graygate}
 [ -x "$bin" ] || { echo "missing $bin: cargo build --release" >&2; exit 1; }
-command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (apt-get install -y nginx wrk)" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
 . benches/job.sh
-origin_conf "$work" 19181 19182 > "$work/origin.conf"
-taskset -c 1 nginx -c "$work/origin.conf" -p "$work" & pids+=($!)
-
-seq 1000 1009 > "$work/staff.txt"
+cost_setup   # $work, the nginx origin on core 1, staff.txt and ids.lua
 graygate_conf 18181 18182 19181 19182 "" > "$work/plain.toml"
 graygate_conf 18181 18182 19181 19182 "$(rollout_toml)" > "$work/rollout.toml"
 "$bin" check --config "$work/rollout.toml" >&2
-ids_lua > "$work/ids.lua"
 
 declare -A cpu rps
 for rep in $(seq "$reps"); do

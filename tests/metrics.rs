@@ -777,6 +777,7 @@ async fn dark_canary_gateway() -> (Gateway, Upstream, Upstream) {
         ],
         r#"[routing]
 stable = "blue"
+user_key = { header = "x-user-id" }
 
 [[rules]]
 name = "canary-by-header"
@@ -787,6 +788,18 @@ to = "canary"
 name = "dark-by-header"
 match = { header = { name = "x-dark", present = true } }
 to = "dark"
+
+# A rollout, so the scrape carries its families too.
+[[rules]]
+name = "canary-rollout"
+match = { permille = 0 }
+to = "canary"
+
+[rollout]
+rule = "canary-rollout"
+steps = [10, 100]
+interval = "100ms"
+min_requests = 1
 "#,
     ));
     (gw, blue, canary)
@@ -806,6 +819,18 @@ async fn promtool_check_metrics_finds_nothing_in_a_real_scrape() {
     assert!(answer
         .body
         .contains("graygate_config_reloads_total{result=\"failure\"}"));
+    for family in [
+        "graygate_rollout_weight_permille{rule=\"canary-rollout\"} 10",
+        "graygate_rollout_step{rule=\"canary-rollout\"} 0",
+        "graygate_rollout_state{rule=\"canary-rollout\",state=\"progressing\"} 1",
+        "graygate_rollout_analyses_total{rule=\"canary-rollout\",verdict=\"inconclusive\"}",
+    ] {
+        assert!(
+            answer.body.contains(family),
+            "no {family} in:\n{}",
+            answer.body
+        );
+    }
 
     let mut child = Command::new(promtool())
         .args(["check", "metrics"])

@@ -648,6 +648,24 @@ async fn a_restart_resumes_at_the_same_step_and_an_unreadable_state_file_pauses(
         "the history survives the restart"
     );
     assert!(gw.logs().contains("rollout resumed from its state file"));
+    // Offline, `explain` reads the same state file and shows what the gateway does.
+    let output = Command::new(bin())
+        .args(["explain", "--config"])
+        .arg(&config_path)
+        .args(["-H", "x-user-id: 42"])
+        .output()
+        .unwrap();
+    let offline: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(offline["rollout"]["weight_permille"], 600, "{offline:#}");
+    assert_eq!(offline["rollout"]["file_permille"], 7);
+    assert!(offline["rollout"]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("the state file"));
+    let condition = offline["rules"][1]["conditions"][0]["condition"]
+        .as_str()
+        .unwrap();
+    assert!(condition.starts_with("bucket < 600 "), "{condition}");
     let dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
     drop(gw);
 
