@@ -72,6 +72,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Judge a fleet's rollout from Prometheus and serve /admin/rollout, without
+    /// serving traffic: a dedicated controller for gateways that follow it.
+    Controller {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Show or steer the automated rollout of a running gateway, through its admin
     /// listener.
     Rollout {
@@ -122,7 +128,11 @@ pub fn main() -> ExitCode {
         ) => explain(&config, headers, &path),
         (Some(Command::Run { config }), _) | (None, Some(config)) => {
             logging::init(cli.log_format);
-            run(config)
+            run(config, Role::Gateway)
+        }
+        (Some(Command::Controller { config }), _) => {
+            logging::init(cli.log_format);
+            run(config, Role::Controller)
         }
         (Some(Command::Demo { listen }), _) => {
             logging::init(cli.log_format);
@@ -228,7 +238,7 @@ fn with_saved_rollout(snapshot: Snapshot) -> (Snapshot, String) {
     };
     let plan = Arc::clone(&tap.plan);
     let file = plan.state_file.display().to_string();
-    let (state, _, start) = resume(&plan, state_file::load(&plan.state_file), now_ms());
+    let (state, steps, _, start) = resume(&plan, state_file::load(&plan.state_file), now_ms());
     let source = match start {
         Start::New => format!("no state file at {file}: a new rollout starts at its first step"),
         Start::Resumed => format!("the state file {file}"),
@@ -240,7 +250,7 @@ fn with_saved_rollout(snapshot: Snapshot) -> (Snapshot, String) {
         Start::Unreadable(why) => format!("{why}; {}", held_note(&plan)),
     };
     let tap = Tap {
-        weight: state.weight(&plan.steps),
+        weight: state.weight(&steps),
         position: Some((state.phase, state.step)),
         cohorts: None,
         plan,
@@ -270,7 +280,8 @@ fn rollout(action: RolloutCommand, admin: &str, config: Option<&Path>) -> ExitCo
         RolloutCommand::Abort => ("POST", "/admin/rollout/abort"),
     };
     let answer = with_control_runtime(async move {
-        match crate::control::client::request(&admin, method, path).await {
+        let timeout = std::time::Duration::from_secs(10);
+        match crate::control::client::request(&admin, method, path, timeout).await {
             Ok((200, body)) => {
                 print_out(body.trim_end());
                 ExitCode::SUCCESS
@@ -300,7 +311,14 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     Ok((name, value))
 }
 
-fn run(path: PathBuf) -> ExitCode {
+/// What `run` serves: traffic and the control plane, or the control plane alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Gateway,
+    Controller,
+}
+
+fn run(path: PathBuf, role: Role) -> ExitCode {
     let shared = Arc::new(Shared::new());
     let reloader = match Reloader::start(path, shared) {
         Ok(reloader) => Arc::new(reloader),
@@ -310,6 +328,21 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     let snapshot = reloader.live().load();
+    if role == Role::Controller {
+        let judges_fleet = snapshot
+            .rollout
+            .as_ref()
+            .is_some_and(|tap| matches!(tap.plan.source, crate::rollout::Source::Prometheus(_)));
+        if !judges_fleet {
+            eprintln!(
+                "{}: graygate controller judges a fleet's rollout from Prometheus and serves no traffic: give [rollout] with [rollout.judge] source = \"prometheus\"",
+                reloader.path().display()
+            );
+            return ExitCode::from(1);
+        }
+        drop(snapshot);
+        return with_control_runtime(control_plane_only(reloader));
+    }
     let (workers, listen, admin_listen) = (
         snapshot.file.server.workers,
         snapshot.file.server.listen,
@@ -414,6 +447,48 @@ fn run(path: PathBuf) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// `graygate controller`: signals, reloads, the watcher, the admin listener and the
+/// rollout's clock, until SIGTERM.
+async fn control_plane_only(reloader: Arc<Reloader>) -> ExitCode {
+    let admin_listen = reloader.live().load().file.server.admin_listen;
+    let admin_listener = match TcpListener::bind(admin_listen).await {
+        Ok(admin) => admin,
+        Err(err) => {
+            error!(%admin_listen, error = %err, "cannot listen (admin)");
+            return ExitCode::from(1);
+        }
+    };
+    let (trigger, mut shutdown) = shutdown::channel();
+    match (
+        shutdown::on_signals(trigger),
+        reload::on_sighup(Arc::clone(&reloader)),
+        watch::watch_files(Arc::clone(&reloader)),
+    ) {
+        (Ok(signals), Ok(hangups), Ok(watcher)) => {
+            tokio::spawn(signals);
+            tokio::spawn(hangups);
+            tokio::spawn(watcher);
+        }
+        _ => {
+            error!("cannot install signal handlers or watch the config files");
+            return ExitCode::from(1);
+        }
+    }
+    let admin_address = admin_listener.local_addr().unwrap_or(admin_listen);
+    tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&reloader),
+        shutdown.clone(),
+    ));
+    tokio::spawn(control::rollout::run(
+        Arc::clone(&reloader),
+        shutdown.clone(),
+    ));
+    info!(admin = %admin_address, "graygate controller serving");
+    shutdown.wait().await;
+    ExitCode::SUCCESS
 }
 
 /// The main thread's runtime, for the control plane.

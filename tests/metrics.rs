@@ -13,15 +13,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::prometheus::Prometheus;
 use common::*;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -238,31 +238,6 @@ async fn answering(status: u16, body: &'static str) -> Upstream {
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A GET that reports failure instead of panicking (for polling a starting server).
-async fn try_get(url: &str) -> Option<(StatusCode, String)> {
-    let uri: http::Uri = url.parse().ok()?;
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::get(uri).body(Full::new(Bytes::new())).ok()?;
-    let fetch = async {
-        let response = client.request(request).await.ok()?;
-        let status = response.status();
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        Some((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(3), fetch)
-        .await
-        .ok()
-        .flatten()
-}
-
 // ---------------------------------------------------------------------------------
 // 1. Exact counts
 // ---------------------------------------------------------------------------------
@@ -936,72 +911,6 @@ async fn content_negotiation_prometheus_text_by_default_openmetrics_on_accept() 
 // 3. A real Prometheus server
 // ---------------------------------------------------------------------------------
 
-/// `/usr/bin/prometheus` with its own config and TSDB in a temp dir, killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: graygate\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    metrics_path: /metrics\n    static_configs:\n      - targets: [\"{target}\"]\n"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let port = free_port();
-        let child = Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run /usr/bin/prometheus ({e}): apt-get install prometheus")
-            });
-        Prometheus { child, port, dir }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// An instant query's result vector, or `None` while the server is not up.
-    async fn query(&self, promql: &str) -> Option<Vec<Json>> {
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("query", promql)
-            .finish();
-        let (status, body) = try_get(&self.url(&format!("/api/v1/query?{query}"))).await?;
-        if status != 200 {
-            return None;
-        }
-        let value: Json = serde_json::from_str(&body).ok()?;
-        value["data"]["result"].as_array().cloned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `sum by (pool) (...)` results as pool → value.
 fn by_pool(result: &[Json]) -> BTreeMap<String, f64> {
     result
@@ -1020,7 +929,7 @@ fn by_pool(result: &[Json]) -> BTreeMap<String, f64> {
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_admin_listener() {
     let (gw, _blue, _canary) = dark_canary_gateway().await;
-    let prometheus = Prometheus::start(gw.admin);
+    let prometheus = Prometheus::start(&[gw.admin]);
     for _ in 0..4 {
         assert_eq!(get(&gw.url("/"), &[]).await.status, 200);
     }

@@ -61,8 +61,15 @@ pub struct Rollout {
     /// Relative to the config file.
     #[serde(default = "defaults::state_file")]
     pub state_file: PathBuf,
-    #[serde(default)]
-    pub judge: RolloutJudge,
+    /// Absent: the defaults. Not for a follower, which never judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<RolloutJudge>,
+    /// The admin URL of the instance whose rollout this one follows (`http://host:port`):
+    /// its state, step and weight are taken from there, and this instance never judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<String>,
+    #[serde(default = "defaults::follow_interval", with = "humantime_serde")]
+    pub follow_interval: Duration,
 }
 
 /// `schedule = { kind = "doubling" | "linear" | "cubic", ... }`; which other keys a
@@ -114,6 +121,25 @@ pub struct RolloutJudge {
     pub error_margin: f64,
     #[serde(default = "defaults::latency_margin")]
     pub latency_margin: f64,
+    /// Where the cohorts are read: this instance's own, or a fleet's through Prometheus.
+    #[serde(default)]
+    pub source: JudgeSource,
+    /// Prometheus's URL (`http://host:port`), with `source = "prometheus"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    #[serde(default = "defaults::query_timeout", with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// How far behind now the queries are evaluated, so the last scrape has landed.
+    #[serde(default = "defaults::eval_delay", with = "humantime_serde")]
+    pub eval_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeSource {
+    #[default]
+    Local,
+    Prometheus,
 }
 
 impl Default for RolloutJudge {
@@ -124,6 +150,10 @@ impl Default for RolloutJudge {
             max_p99: defaults::max_p99(),
             error_margin: defaults::error_margin(),
             latency_margin: defaults::latency_margin(),
+            source: JudgeSource::Local,
+            prometheus: None,
+            query_timeout: defaults::query_timeout(),
+            eval_delay: defaults::eval_delay(),
         }
     }
 }
@@ -467,5 +497,14 @@ mod defaults {
     }
     pub fn latency_margin() -> f64 {
         0.10
+    }
+    pub fn follow_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn query_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn eval_delay() -> Duration {
+        Duration::from_secs(15)
     }
 }

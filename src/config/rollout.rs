@@ -6,15 +6,17 @@ use std::time::Duration;
 
 use super::compile::Compiler;
 use super::error::KeyPath;
-use super::model::{self, ConfigFile, ScheduleKind};
+use super::model::{self, ConfigFile, JudgeSource, ScheduleKind};
 use crate::rollout::judge::JudgeSettings;
 use crate::rollout::schedule::{Schedule, MAX_SAMPLES};
-use crate::rollout::Plan;
+use crate::rollout::{Plan, Remote, Source};
 use crate::routing::{PoolId, RuleId};
 
-/// Analyses closer together than this would only spin.
+/// Analyses (and a follower's polls) closer together than this would only spin.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const DEFAULT_MIN_STEP_DURATION: Duration = Duration::from_secs(300);
+/// How long a follower waits for the instance it follows to answer.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Compiler<'_> {
     /// The plan, `Some(None)` without `[rollout]`, or `None` after recording errors.
@@ -30,26 +32,49 @@ impl Compiler<'_> {
         let before = self.errors.len();
 
         let rule = self.rollout_rule(file, &rollout.rule, path.key("rule"));
-        let (steps, every) = self.rollout_steps(rollout, &path);
+        let follow = rollout.follow.as_deref().map(|url| {
+            self.at_least_min_interval(rollout.follow_interval, path.key("follow_interval"));
+            self.remote(
+                url,
+                path.key("follow"),
+                FOLLOW_TIMEOUT,
+                rollout.follow_interval,
+            )
+        });
+        let (steps, every) = match follow {
+            // A follower takes its steps and verdicts from the instance it follows.
+            Some(_) => {
+                for (key, given) in [
+                    ("steps", rollout.steps.is_some()),
+                    ("schedule", rollout.schedule.is_some()),
+                    ("judge", rollout.judge.is_some()),
+                ] {
+                    if given {
+                        self.error(
+                            path.key(key),
+                            "does not apply with `follow`: a follower takes its steps and verdicts from the instance it follows",
+                        );
+                    }
+                }
+                (Some(Vec::new()), None)
+            }
+            None => self.rollout_steps(rollout, &path),
+        };
         let min_step_duration = rollout
             .min_step_duration
             .or(every)
             .unwrap_or(DEFAULT_MIN_STEP_DURATION);
-        if rollout.interval < MIN_INTERVAL {
-            self.error(
-                path.key("interval"),
-                format!(
-                    "must be at least {}, got {}",
-                    humantime::format_duration(MIN_INTERVAL),
-                    humantime::format_duration(rollout.interval)
-                ),
-            );
-        }
+        self.at_least_min_interval(rollout.interval, path.key("interval"));
         let min_requests = self.at_least_one(rollout.min_requests, path.key("min_requests"));
         let failure_limit = self.at_least_one(rollout.failure_limit, path.key("failure_limit"));
         let inconclusive_limit =
             self.at_least_one(rollout.inconclusive_limit, path.key("inconclusive_limit"));
-        let judge = self.rollout_judge(&rollout.judge, path.key("judge"));
+        let judge_table = rollout.judge.clone().unwrap_or_default();
+        let judge = self.rollout_judge(&judge_table, path.key("judge"));
+        let source = match follow {
+            Some(remote) => remote.map(Source::Follow),
+            None => self.judge_source(&judge_table, path.key("judge")),
+        };
         let state_file = self.source.base_dir().join(&rollout.state_file);
         match state_file.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(dir) if !dir.is_dir() => self.error(
@@ -88,7 +113,102 @@ impl Compiler<'_> {
                 ..judge?
             },
             file_permille: permille,
+            source: source?,
         }))
+    }
+
+    fn at_least_min_interval(&mut self, value: Duration, path: KeyPath) {
+        if value < MIN_INTERVAL {
+            self.error(
+                path,
+                format!(
+                    "must be at least {}, got {}",
+                    humantime::format_duration(MIN_INTERVAL),
+                    humantime::format_duration(value)
+                ),
+            );
+        }
+    }
+
+    /// `source` and the keys that go with it.
+    fn judge_source(&mut self, judge: &model::RolloutJudge, path: KeyPath) -> Option<Source> {
+        match (judge.source, &judge.prometheus) {
+            (JudgeSource::Local, None) => Some(Source::Local),
+            (JudgeSource::Local, Some(_)) => {
+                self.error(
+                    path.key("prometheus"),
+                    "only applies with source = \"prometheus\"",
+                );
+                None
+            }
+            (JudgeSource::Prometheus, None) => {
+                self.error(
+                    path.key("prometheus"),
+                    "source = \"prometheus\" needs the server's URL, like \"http://prometheus:9090\"",
+                );
+                None
+            }
+            (JudgeSource::Prometheus, Some(url)) => {
+                if judge.query_timeout.is_zero() {
+                    self.error(path.key("query_timeout"), "must be greater than 0");
+                }
+                self.remote(
+                    url,
+                    path.key("prometheus"),
+                    judge.query_timeout,
+                    judge.eval_delay,
+                )
+                .map(Source::Prometheus)
+            }
+        }
+    }
+
+    /// An `http://host[:port][/prefix]` URL.
+    fn remote(
+        &mut self,
+        url: &str,
+        path: KeyPath,
+        timeout: Duration,
+        every: Duration,
+    ) -> Option<Remote> {
+        let uri: http::Uri = match url.parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                self.error(path, format!("`{url}` is not a URL like http://host:port"));
+                return None;
+            }
+        };
+        let why = match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority))
+                if uri.query().is_none() && authority.as_str().contains('@') =>
+            {
+                Some("must not carry credentials")
+            }
+            (Some("http"), Some(_)) if uri.query().is_some() => {
+                Some("must not have a query string")
+            }
+            (Some("http"), Some(_)) => None,
+            (Some("https"), _) => {
+                Some("https is not supported: use http:// (on a trusted network)")
+            }
+            _ => Some("is not a URL like http://host:port"),
+        };
+        if let Some(why) = why {
+            self.error(path, format!("`{url}` {why}"));
+            return None;
+        }
+        let authority = uri.authority().expect("checked above");
+        let authority = match authority.port_u16() {
+            Some(_) => authority.as_str().to_string(),
+            None => format!("{}:80", authority.host()),
+        };
+        Some(Remote {
+            url: url.to_string(),
+            authority,
+            prefix: uri.path().trim_end_matches('/').to_string(),
+            timeout,
+            every,
+        })
     }
 
     /// The rule's index and its per-mille in the file.

@@ -9,6 +9,7 @@
 //! | `GET /admin/explain?header=name:value&path=/x` | the decision, as `graygate explain` |
 //! | `POST /admin/reload` | 200 with the generation, or 422 with the errors |
 //! | `GET /admin/rollout` | the rollout's state, steps, cohorts, analyses, transitions |
+//! | `GET /admin/rollout/state` | the compact state a follower takes |
 //! | `POST /admin/rollout/{pause,resume,promote,abort}` | 200 with the new state; 409 when it does not apply; 404 without a rollout |
 //!
 //! Other paths get 404; other methods on these paths get 405.
@@ -78,6 +79,7 @@ async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminRes
         "/admin/explain" if read => explain(reloader, request.uri().query().unwrap_or("")),
         "/admin/reload" if request.method() == Method::POST => reload(reloader).await,
         "/admin/rollout" if read => rollout_status(reloader).await,
+        "/admin/rollout/state" if read => rollout_state(reloader).await,
         "/admin/rollout/pause"
         | "/admin/rollout/resume"
         | "/admin/rollout/promote"
@@ -86,8 +88,13 @@ async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminRes
         {
             rollout_action(reloader, request.uri()).await
         }
-        "/metrics" | "/healthz" | "/readyz" | "/admin/config" | "/admin/explain"
-        | "/admin/rollout" => method_not_allowed("GET, HEAD"),
+        "/metrics"
+        | "/healthz"
+        | "/readyz"
+        | "/admin/config"
+        | "/admin/explain"
+        | "/admin/rollout"
+        | "/admin/rollout/state" => method_not_allowed("GET, HEAD"),
         "/admin/reload"
         | "/admin/rollout/pause"
         | "/admin/rollout/resume"
@@ -190,6 +197,18 @@ async fn rollout_status(reloader: &Arc<Reloader>) -> AdminResponse {
     }
 }
 
+/// What a follower takes from this instance: state, step, weight, steps, identity.
+async fn rollout_state(reloader: &Arc<Reloader>) -> AdminResponse {
+    let reloader = Arc::clone(reloader);
+    let state = tokio::task::spawn_blocking(move || reloader.rollout_leader_state())
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+    match state {
+        Some(state) => json_response(StatusCode::OK, &state),
+        None => no_rollout(),
+    }
+}
+
 /// `POST /admin/rollout/<action>`; `promote?full=true` goes straight to 1000‰.
 async fn rollout_action(reloader: &Arc<Reloader>, uri: &http::Uri) -> AdminResponse {
     let mut full = false;
@@ -218,7 +237,7 @@ async fn rollout_action(reloader: &Arc<Reloader>, uri: &http::Uri) -> AdminRespo
     match result {
         Ok(status) => json_response(StatusCode::OK, &status),
         Err(ActionError::NoRollout) => no_rollout(),
-        Err(err @ ActionError::NotApplicable(_)) => json_response(
+        Err(err @ (ActionError::NotApplicable(_) | ActionError::Follower(_))) => json_response(
             StatusCode::CONFLICT,
             &json!({ "error": err.to_string(), "state": reloader.rollout_status().map(|s| s["state"].clone()) }),
         ),

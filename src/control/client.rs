@@ -1,21 +1,29 @@
-//! A client for one's own admin listener: `graygate rollout` talks to a running
-//! gateway with it.
+//! A small HTTP/1.1 client for the control plane's own calls: `graygate rollout` to a
+//! running gateway's admin listener, a follower to the instance it follows, and the
+//! fleet judge to Prometheus. One request per connection, bounded in time.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Every request and its answer within this.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an answer the control plane reads (a Prometheus answer for 800 buckets
+/// is under 100 KiB).
+const MAX_BODY: usize = 8 << 20;
 
-/// `method path` to the admin listener at `address`; the status and the body.
-pub async fn request(address: &str, method: &str, path: &str) -> Result<(u16, String), String> {
+/// `method path` to `authority` (`host:port`); the status and the body, within
+/// `timeout` for the whole exchange.
+pub async fn request(
+    authority: &str,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let exchange = async {
-        let stream = TcpStream::connect(address)
+        let stream = TcpStream::connect(authority)
             .await
             .map_err(|e| e.to_string())?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -25,7 +33,7 @@ pub async fn request(address: &str, method: &str, path: &str) -> Result<(u16, St
         let request = Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, address)
+            .header(http::header::HOST, authority)
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let response = sender
@@ -33,15 +41,14 @@ pub async fn request(address: &str, method: &str, path: &str) -> Result<(u16, St
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let body = response
-            .into_body()
+        let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("no answer within {}", humantime::format_duration(TIMEOUT)))?
+        .map_err(|_| format!("no answer within {}", humantime::format_duration(timeout)))?
 }

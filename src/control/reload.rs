@@ -21,7 +21,8 @@ use tokio::sync::Notify;
 use tracing::{error, info};
 
 use crate::config::{self, ConfigErrors};
-use crate::rollout::controller::{now_ms, ActionError, Rollouts};
+use crate::rollout::controller::{now_ms, ActionError, FleetCounts, Job, Rollouts};
+use crate::rollout::follow::LeaderState;
 use crate::rollout::machine::Input;
 use crate::shared::Shared;
 use crate::snapshot::LiveConfig;
@@ -144,13 +145,27 @@ impl Reloader {
         result
     }
 
-    /// Runs one rollout analysis now and applies its verdict (it may write the state
-    /// file: call it off the runtime).
-    pub fn analyze_rollout(&self) {
+    /// Runs one rollout analysis now, on this instance's cohorts or on the fleet's
+    /// counts, and applies its verdict (it may write the state file: call it off the
+    /// runtime).
+    pub fn analyze_rollout(&self, fleet: Option<FleetCounts>) {
         let mut inner = self.lock();
-        if let Some(next) = inner.rollouts.analyze(&self.live.load(), now_ms()) {
+        if let Some(next) = inner.rollouts.analyze(&self.live.load(), now_ms(), fleet) {
             self.live.store(next);
         }
+    }
+
+    /// Applies what a follower's poll found (off the runtime, as above).
+    pub fn follow_rollout(&self, answer: Result<LeaderState, String>) {
+        let mut inner = self.lock();
+        if let Some(next) = inner.rollouts.follow(&self.live.load(), now_ms(), answer) {
+            self.live.store(next);
+        }
+    }
+
+    /// `/admin/rollout/state`, for followers; `None` without a rollout.
+    pub fn rollout_leader_state(&self) -> Option<LeaderState> {
+        self.lock().rollouts.leader_state()
     }
 
     /// An operator's action on the rollout; the status after it, or why not.
@@ -177,9 +192,9 @@ impl Reloader {
         self.lock().rollouts.status()
     }
 
-    /// The time until the next analysis is due, while a rollout is judged.
-    pub fn rollout_interval(&self) -> Option<std::time::Duration> {
-        self.lock().rollouts.interval()
+    /// What the rollout's clock does next, and how long after the last time.
+    pub fn rollout_job(&self) -> Option<(std::time::Duration, Job)> {
+        self.lock().rollouts.job()
     }
 
     /// Resolves when a reload or an action may have changed the rollout's timing.

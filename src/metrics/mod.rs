@@ -6,11 +6,12 @@
 //! every reload attempt, series for pools and rules the running config no longer has
 //! are removed, so reloads leave no unbounded stale series.
 
+mod cohorts;
 mod exposition;
 mod histogram;
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub use cohorts::{bucket_bounds, CohortExport};
 pub use exposition::{
     to_prometheus, wants_openmetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE,
 };
@@ -126,13 +128,14 @@ pub struct RolloutMetrics {
     step: Family<RolloutLabels, Gauge>,
     state: Family<RolloutStateLabels, Gauge>,
     analyses: Family<RolloutVerdictLabels, Counter>,
+    follow_errors: Family<RolloutLabels, Counter>,
+    /// The cohorts, exported for a fleet's judge.
+    pub cohorts: Arc<CohortExport>,
 }
 
-const VERDICTS: [crate::rollout::judge::Verdict; 3] = [
-    crate::rollout::judge::Verdict::Pass,
-    crate::rollout::judge::Verdict::Fail,
-    crate::rollout::judge::Verdict::Inconclusive,
-];
+/// `graygate_rollout_analyses_total{verdict}`: the judge's three, and `error` for an
+/// analysis that could not be made (a failed Prometheus query).
+const VERDICTS: [&str; 4] = ["pass", "fail", "inconclusive", "error"];
 
 impl RolloutMetrics {
     /// The rollout of `rule` is in `phase` at `step` with the rule at `weight`.
@@ -157,18 +160,35 @@ impl RolloutMetrics {
         for verdict in VERDICTS {
             let _zero = self.analyses.get_or_create(&RolloutVerdictLabels {
                 rule: rule.to_string(),
-                verdict: verdict.as_str().to_string(),
+                verdict: verdict.to_string(),
             });
         }
     }
 
-    pub fn analysis(&self, rule: &str, verdict: crate::rollout::judge::Verdict) {
+    /// Counts an analysis: `pass`, `fail`, `inconclusive`, or `error`.
+    pub fn analysis(&self, rule: &str, verdict: &str) {
         self.analyses
             .get_or_create(&RolloutVerdictLabels {
                 rule: rule.to_string(),
-                verdict: verdict.as_str().to_string(),
+                verdict: verdict.to_string(),
             })
             .inc();
+    }
+
+    /// A follower could not take the state of the instance it follows.
+    pub fn follow_error(&self, rule: &str) {
+        self.follow_errors
+            .get_or_create(&RolloutLabels {
+                rule: rule.to_string(),
+            })
+            .inc();
+    }
+
+    /// A follower's error counter exists from its start.
+    pub fn following(&self, rule: &str) {
+        let _zero = self.follow_errors.get_or_create(&RolloutLabels {
+            rule: rule.to_string(),
+        });
     }
 
     /// Removes the series of a rollout that ended.
@@ -187,9 +207,13 @@ impl RolloutMetrics {
         for verdict in VERDICTS {
             self.analyses.remove(&RolloutVerdictLabels {
                 rule: rule.to_string(),
-                verdict: verdict.as_str().to_string(),
+                verdict: verdict.to_string(),
             });
         }
+        self.follow_errors.remove(&RolloutLabels {
+            rule: rule.to_string(),
+        });
+        self.cohorts.clear();
     }
 }
 
@@ -382,6 +406,12 @@ impl Metrics {
             "Rollout analyses, by verdict",
             rollout.analyses.clone(),
         );
+        registry.register(
+            "rollout_follow_errors",
+            "Failed attempts to take the rollout's state from the instance followed",
+            rollout.follow_errors.clone(),
+        );
+        registry.register_collector(Box::new(Arc::clone(&rollout.cohorts)));
         registry.register(
             "client_errors",
             "Requests refused before routing (malformed head, head too large, head too slow), by kind",

@@ -75,6 +75,8 @@ pub use crate::routing::Cohort;
 struct Recorder {
     requests: AtomicU64,
     errors: AtomicU64,
+    /// The latencies' sum, for the exported histogram's `_sum`.
+    sum_micros: AtomicU64,
     latency: [AtomicU64; BUCKETS],
 }
 
@@ -83,6 +85,7 @@ impl Recorder {
         Recorder {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -91,6 +94,7 @@ impl Recorder {
         CohortCounts {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
             latency: self
                 .latency
                 .iter()
@@ -145,6 +149,7 @@ impl StepCohorts {
                 }
                 let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
                 recorder.latency[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+                recorder.sum_micros.fetch_add(micros, Ordering::Relaxed);
             }
             Outcome::FellBack => {
                 recorder.errors.fetch_add(1, Ordering::Relaxed);
@@ -165,6 +170,8 @@ pub struct CohortCounts {
     pub requests: u64,
     /// 5xx answers, gateway errors and fallbacks.
     pub errors: u64,
+    /// The sum of the recorded latencies (0 when not known, as from Prometheus).
+    pub sum_micros: u64,
     /// Requests per bucket of [`bucket_of`]; `BUCKETS` long (or empty: no latencies).
     pub latency: Vec<u64>,
 }
@@ -237,6 +244,7 @@ impl CohortCounts {
     pub fn add(&mut self, other: &CohortCounts) {
         self.requests += other.requests;
         self.errors += other.errors;
+        self.sum_micros += other.sum_micros;
         if self.latency.len() < other.latency.len() {
             self.latency.resize(other.latency.len(), 0);
         }

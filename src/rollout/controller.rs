@@ -1,6 +1,8 @@
 //! The rollout controller: the thin shell around the pure core. It owns the state
-//! file, the analyses' timer, the log lines and the snapshot swaps; the decisions are
-//! [`judge`](super::judge) and [`machine`](super::machine)'s.
+//! file, the log lines and the snapshot swaps; the decisions are
+//! [`judge`](super::judge)'s and [`machine`](super::machine)'s. Its clock is
+//! `control::rollout`, which also does the waiting on Prometheus and on the instance
+//! followed, outside any lock.
 //!
 //! [`Rollouts`] lives inside the reloader's lock (`control::reload`), because a change
 //! of weight and a reload both replace the live snapshot: holding one lock for both
@@ -8,6 +10,10 @@
 //! one with only the rule's per-mille and the cohorts changed; a reload compiles a new
 //! one from the file and hands it here first, so the rollout's weight is in it before
 //! any request sees it.
+//!
+//! A rollout is judged in one of three ways ([`Source`]): on this instance's own
+//! cohorts, on the fleet's through Prometheus (the counts come in from the clock), or
+//! not at all, when it follows another instance and takes its state from there.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,11 +23,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{error, info, warn};
 
-use super::cohort::StepCohorts;
+use super::cohort::{CohortCounts, StepCohorts};
+use super::follow::LeaderState;
 use super::judge::{self, Analysis, Verdict};
-use super::machine::{self, Input, NotApplicable, Phase, RolloutState, Transition};
+use super::machine::{self, Input, NotApplicable, RolloutState, Transition};
 use super::state_file::{self, Loaded, Saved};
-use super::{Plan, Tap};
+use super::{Plan, Remote, Source, Tap};
 use crate::metrics::RolloutMetrics;
 use crate::snapshot::Snapshot;
 
@@ -34,14 +41,19 @@ const KEEP_ANALYSES: usize = 20;
 pub struct Rollouts {
     active: Option<Active>,
     metrics: RolloutMetrics,
+    /// This process, as a follower sees it: so an instance told to follow itself knows.
+    instance: String,
 }
 
 #[derive(Debug)]
 struct Active {
     plan: Arc<Plan>,
+    /// The steps in force: the plan's, or a follower's from the instance it follows.
+    steps: Vec<u16>,
     state: RolloutState,
-    /// The current step's cohorts; replaced at every change of step.
-    cohorts: Arc<StepCohorts>,
+    /// Every step's cohorts so far, the current step's last. Exported for the fleet's
+    /// judge, which sums them over the instances.
+    cohorts: Vec<Arc<StepCohorts>>,
     transitions: VecDeque<Transition>,
     analyses: VecDeque<AnalysisRecord>,
     /// Why the state file could not be read, shown while the rollout holds the
@@ -49,6 +61,9 @@ struct Active {
     load_error: Option<String>,
     /// Why the last save failed, shown until one succeeds.
     save_error: Option<String>,
+    /// A follower's last failure to follow, until it follows again.
+    follow_error: Option<String>,
+    followed_at_ms: Option<u64>,
 }
 
 /// One analysis as `/admin/rollout` lists it.
@@ -57,6 +72,12 @@ pub struct AnalysisRecord {
     pub at: String,
     pub step: usize,
     pub weight_permille: u16,
+    /// `local` or `prometheus`: whose cohorts were judged.
+    pub source: &'static str,
+    /// Set when the counts could not be read: the analysis was not made, and it
+    /// neither advances nor counts toward a pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     #[serde(flatten)]
     pub analysis: Analysis,
 }
@@ -68,7 +89,29 @@ pub enum ActionError {
     NoRollout,
     #[error(transparent)]
     NotApplicable(#[from] NotApplicable),
+    #[error("this instance follows the rollout of {0}: act on that instance")]
+    Follower(String),
 }
+
+/// What the clock does next for the rollout, and after how long.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Judge this instance's cohorts.
+    Analyze,
+    /// Ask Prometheus for the fleet's cohorts of `step` since `since_ms`, then judge.
+    Query {
+        remote: Remote,
+        rule: String,
+        version: String,
+        step: usize,
+        since_ms: u64,
+    },
+    /// Ask the instance followed for its state.
+    Follow(Remote),
+}
+
+/// The fleet's counts for a step, as Prometheus gave them: `Ok(None)` with no series.
+pub type FleetCounts = (usize, Result<Option<(CohortCounts, CohortCounts)>, String>);
 
 /// Milliseconds since the Unix epoch: the controller's clock, saved in the state file
 /// so a step's age survives a restart.
@@ -83,15 +126,30 @@ impl Rollouts {
         Rollouts {
             active: None,
             metrics,
+            instance: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
         }
     }
 
-    /// The interval between analyses, while a rollout is judged.
-    pub fn interval(&self) -> Option<Duration> {
-        self.active
-            .as_ref()
-            .filter(|a| a.state.phase.is_judged())
-            .map(|a| a.plan.interval)
+    /// What the clock should do next, and the wait before it: analyses every
+    /// `interval` while judged, a follower's poll every `follow_interval` always.
+    pub fn job(&self) -> Option<(Duration, Job)> {
+        let active = self.active.as_ref()?;
+        let plan = &active.plan;
+        match &plan.source {
+            Source::Follow(remote) => Some((remote.every, Job::Follow(remote.clone()))),
+            _ if !active.state.phase.is_judged() => None,
+            Source::Local => Some((plan.interval, Job::Analyze)),
+            Source::Prometheus(remote) => Some((
+                plan.interval,
+                Job::Query {
+                    remote: remote.clone(),
+                    rule: plan.rule_name.clone(),
+                    version: plan.canary_version.clone(),
+                    step: active.state.step,
+                    since_ms: active.state.step_started_ms,
+                },
+            )),
+        }
     }
 
     /// Takes a snapshot compiled from the file and returns it with the rollout's weight
@@ -126,45 +184,156 @@ impl Rollouts {
         };
         let active = self.active.insert(active);
         active.save();
-        self.metrics.set(
-            &active.plan.rule_name,
-            active.state.phase,
-            active.state.step,
-            active.weight(),
-        );
+        publish(&self.metrics, active);
         active.derive(&snapshot)
     }
 
-    /// Judges the current step and acts on the verdict. Returns the snapshot to swap
-    /// in when the weight, the step or the phase changed.
-    pub fn analyze(&mut self, live: &Snapshot, now_ms: u64) -> Option<Snapshot> {
+    /// Judges the current step and acts on the verdict: on this instance's cohorts, or
+    /// on `fleet`'s counts from Prometheus. Returns the snapshot to swap in when the
+    /// weight, the step or the phase changed.
+    pub fn analyze(
+        &mut self,
+        live: &Snapshot,
+        now_ms: u64,
+        fleet: Option<FleetCounts>,
+    ) -> Option<Snapshot> {
         let active = self.active.as_mut().filter(|a| a.state.phase.is_judged())?;
-        let (canary, control) = active.cohorts.counts();
-        let plan = &active.plan;
+        let plan = Arc::clone(&active.plan);
+        if matches!(plan.source, Source::Follow(_)) {
+            return None;
+        }
+        let (source, counts) = match fleet {
+            None => ("local", active.current().counts()),
+            // The step moved on while Prometheus answered: those counts are another step's.
+            Some((step, _)) if step != active.state.step => return None,
+            Some((_, Ok(Some(counts)))) => ("prometheus", counts),
+            Some((_, Ok(None))) => ("prometheus", Default::default()),
+            Some((_, Err(why))) => {
+                self.metrics.analysis(&plan.rule_name, "error");
+                let reason = format!("the fleet's cohorts could not be read: {why}; holding");
+                if active.analyses.front().and_then(|r| r.error.as_ref()) != Some(&why) {
+                    warn!(rule = plan.rule_name, "rollout: {reason}");
+                }
+                let record = AnalysisRecord {
+                    at: rfc3339(now_ms),
+                    step: active.state.step,
+                    weight_permille: active.weight(),
+                    source: "prometheus",
+                    error: Some(why),
+                    analysis: judge::unavailable(reason),
+                };
+                active.record(record);
+                return None;
+            }
+        };
+        let (canary, control) = counts;
         let analysis = judge::judge(&canary, &control, &plan.judge, plan.steps_judged());
-        self.metrics.analysis(&plan.rule_name, analysis.verdict);
+        self.metrics
+            .analysis(&plan.rule_name, analysis.verdict.as_str());
         let input = Input::Analysis(analysis.verdict, &analysis.reason);
         let (next, transition) = machine::next(&active.state, &plan.limits(), input, now_ms)
             .expect("an analysis applies in every judged phase");
+        if analysis.verdict == Verdict::Fail {
+            warn!(
+                rule = plan.rule_name,
+                step = active.state.step,
+                source,
+                failures_in_a_row = next.failures_in_a_row,
+                reason = analysis.reason,
+                figures = %figures(&analysis),
+                "rollout analysis failed"
+            );
+        }
         let record = AnalysisRecord {
             at: rfc3339(now_ms),
             step: active.state.step,
             weight_permille: active.weight(),
+            source,
+            error: None,
             analysis,
         };
-        if record.analysis.verdict == Verdict::Fail {
-            warn!(
+        active.record(record);
+        self.apply(live, next, None, transition)
+    }
+
+    /// A follower's poll: the followed instance's state, or why it could not be had.
+    /// On a failure the weight holds. Returns the snapshot to swap in on a change.
+    pub fn follow(
+        &mut self,
+        live: &Snapshot,
+        now_ms: u64,
+        answer: Result<LeaderState, String>,
+    ) -> Option<Snapshot> {
+        let active = self.active.as_mut()?;
+        let plan = Arc::clone(&active.plan);
+        let Source::Follow(remote) = &plan.source else {
+            return None;
+        };
+        let answer = answer.and_then(|leader| {
+            if leader.instance == self.instance {
+                Err(format!(
+                    "{} is this instance: it cannot follow itself",
+                    remote.url
+                ))
+            } else if leader.rule != plan.rule_name {
+                Err(format!(
+                    "{} rolls out rule `{}`, this instance rule `{}`",
+                    remote.url, leader.rule, plan.rule_name
+                ))
+            } else if leader.canary_version != plan.canary_version {
+                Err(format!(
+                    "{} rolls out version `{}`, this instance's canary is `{}`",
+                    remote.url, leader.canary_version, plan.canary_version
+                ))
+            } else {
+                Ok(leader)
+            }
+        });
+        let leader = match answer {
+            Ok(leader) => leader,
+            Err(why) => {
+                self.metrics.follow_error(&plan.rule_name);
+                if active.follow_error.as_ref() != Some(&why) {
+                    warn!(
+                        rule = plan.rule_name,
+                        weight_permille = active.weight(),
+                        "rollout: cannot follow: {why}; the weight holds"
+                    );
+                }
+                active.follow_error = Some(why);
+                return None;
+            }
+        };
+        if active.follow_error.take().is_some() {
+            info!(
                 rule = plan.rule_name,
-                step = active.state.step,
-                failures_in_a_row = next.failures_in_a_row,
-                reason = record.analysis.reason,
-                figures = %figures(&record.analysis),
-                "rollout analysis failed"
+                url = remote.url,
+                "rollout: following again"
             );
         }
-        active.analyses.push_front(record);
-        active.analyses.truncate(KEEP_ANALYSES);
-        self.apply(live, next, transition)
+        active.followed_at_ms = Some(now_ms);
+        let next = RolloutState {
+            phase: leader.state,
+            step: leader.step,
+            step_started_ms: leader.step_started_ms,
+            failures_in_a_row: 0,
+            inconclusive_in_a_row: 0,
+            held_weight: Some(leader.weight_permille),
+        };
+        let steps = leader.steps;
+        let before = (active.state.phase, active.state.step, active.weight());
+        let after = (next.phase, next.step, next.weight(&steps));
+        let transition = (before != after).then(|| Transition {
+            at_ms: now_ms,
+            from: before.0,
+            to: after.0,
+            from_step: before.1,
+            to_step: after.1,
+            from_weight: before.2,
+            to_weight: after.2,
+            reason: format!("followed {}", remote.url),
+        });
+        self.apply(live, next, Some(steps), transition)
     }
 
     /// An operator's action: pause, resume, promote (a step, or `full`) or abort.
@@ -175,27 +344,36 @@ impl Rollouts {
         now_ms: u64,
     ) -> Result<Option<Snapshot>, ActionError> {
         let active = self.active.as_ref().ok_or(ActionError::NoRollout)?;
+        if let Source::Follow(remote) = &active.plan.source {
+            return Err(ActionError::Follower(remote.url.clone()));
+        }
         let (next, transition) =
             machine::next(&active.state, &active.plan.limits(), input, now_ms)?;
-        Ok(self.apply(live, next, transition))
+        Ok(self.apply(live, next, None, transition))
     }
 
+    /// Puts `next` (and a follower's new `steps`) in force: new cohorts at a new step,
+    /// the transition logged and kept, the state saved, the metrics set.
     fn apply(
         &mut self,
         live: &Snapshot,
         next: RolloutState,
+        steps: Option<Vec<u16>>,
         transition: Option<Transition>,
     ) -> Option<Snapshot> {
         let active = self.active.as_mut().expect("called with an active rollout");
         let before = (active.state.phase, active.state.step, active.weight());
-        if next.step != active.state.step {
-            active.cohorts = Arc::new(StepCohorts::new(next.step));
+        if next.step != active.state.step || active.cohorts.is_empty() {
+            active.cohorts.push(Arc::new(StepCohorts::new(next.step)));
         }
-        let changed = next != active.state;
+        let changed = next != active.state || steps.as_ref().is_some_and(|s| *s != active.steps);
         if next.held_weight.is_none() {
             active.load_error = None;
         }
         active.state = next;
+        if let Some(steps) = steps {
+            active.steps = steps;
+        }
         if let Some(transition) = transition {
             let figures = active.analyses.front().map(|r| figures(&r.analysis));
             info!(
@@ -221,9 +399,8 @@ impl Rollouts {
         if changed {
             active.save();
         }
+        publish(&self.metrics, active);
         let after = (active.state.phase, active.state.step, active.weight());
-        self.metrics
-            .set(&active.plan.rule_name, after.0, after.1, after.2);
         (after != before).then(|| active.derive(live))
     }
 
@@ -232,15 +409,16 @@ impl Rollouts {
     pub fn status(&self) -> Option<Value> {
         let active = self.active.as_ref()?;
         let (plan, state) = (&active.plan, &active.state);
-        let (canary, control) = active.cohorts.counts();
-        Some(json!({
+        let (canary, control) = active.current().counts();
+        let mut status = json!({
             "rule": plan.rule_name,
             "canary_pool": plan.canary_pool,
             "canary_version": plan.canary_version,
+            "source": plan.source.name(),
             "state": state.phase.as_str(),
             "step": state.step,
             "weight_permille": active.weight(),
-            "steps": plan.steps,
+            "steps": active.steps,
             "held_weight": state.held_weight,
             "step_started_at": rfc3339(state.step_started_ms),
             "interval": humantime::format_duration(plan.interval).to_string(),
@@ -253,20 +431,61 @@ impl Rollouts {
             "state_file": plan.state_file,
             "state_file_error": active.load_error.as_ref().or(active.save_error.as_ref()),
             "cohorts": {
-                "step": active.cohorts.step,
+                "step": active.current().step,
                 "canary": judge::summary(&canary),
                 "control": judge::summary(&control),
             },
             "analyses": active.analyses,
             "transitions": active.transitions.iter().rev().map(transition_json).collect::<Vec<_>>(),
-        }))
+        });
+        if let Source::Prometheus(remote) | Source::Follow(remote) = &plan.source {
+            let key = if matches!(plan.source, Source::Follow(_)) {
+                "follows"
+            } else {
+                "prometheus"
+            };
+            status[key] = json!(remote.url);
+        }
+        if matches!(plan.source, Source::Follow(_)) {
+            status["follow_error"] = json!(active.follow_error);
+            status["followed_at"] = json!(active.followed_at_ms.map(rfc3339));
+        }
+        Some(status)
     }
 
-    /// The weight, phase and step the rollout gives its rule now, for `explain`.
-    pub fn position(&self) -> Option<(Phase, usize, u16)> {
+    /// `/admin/rollout/state`: what a follower takes from this instance.
+    pub fn leader_state(&self) -> Option<LeaderState> {
         let active = self.active.as_ref()?;
-        Some((active.state.phase, active.state.step, active.weight()))
+        Some(LeaderState {
+            instance: self.instance.clone(),
+            rule: active.plan.rule_name.clone(),
+            canary_version: active.plan.canary_version.clone(),
+            state: active.state.phase,
+            step: active.state.step,
+            weight_permille: active.weight(),
+            steps: active.steps.clone(),
+            step_started_ms: active.state.step_started_ms,
+        })
     }
+}
+
+/// The rollout's gauges and its exported cohorts, as they are now.
+fn publish(metrics: &RolloutMetrics, active: &Active) {
+    let plan = &active.plan;
+    if matches!(plan.source, Source::Follow(_)) {
+        metrics.following(&plan.rule_name);
+    }
+    metrics.set(
+        &plan.rule_name,
+        active.state.phase,
+        active.state.step,
+        active.weight(),
+    );
+    metrics.cohorts.set(
+        &plan.rule_name,
+        &plan.canary_version,
+        active.cohorts.clone(),
+    );
 }
 
 impl Active {
@@ -275,13 +494,19 @@ impl Active {
     /// the file's weight when it cannot be read.
     fn begin(plan: Arc<Plan>, now_ms: u64) -> Active {
         let rule = plan.rule_name.as_str();
-        let (state, transitions, start) = resume(&plan, state_file::load(&plan.state_file), now_ms);
+        let (state, steps, transitions, start) =
+            resume(&plan, state_file::load(&plan.state_file), now_ms);
         let mut load_error = None;
         match &start {
+            Start::New if matches!(plan.source, Source::Follow(_)) => info!(
+                rule,
+                weight_permille = plan.file_permille,
+                "rollout follower started: holding the config file's weight until it first follows"
+            ),
             Start::New => info!(
                 rule,
                 version = plan.canary_version,
-                weight_permille = plan.steps[0],
+                weight_permille = state.weight(&steps),
                 steps = ?plan.steps,
                 "rollout started at its first step"
             ),
@@ -289,7 +514,7 @@ impl Active {
                 rule,
                 state = state.phase.as_str(),
                 step = state.step,
-                weight_permille = state.weight(&plan.steps),
+                weight_permille = state.weight(&steps),
                 "rollout resumed from its state file"
             ),
             Start::Replaced(saved) => info!(
@@ -297,7 +522,7 @@ impl Active {
                 version = plan.canary_version,
                 saved_rule = saved.rule,
                 saved_version = saved.canary_version,
-                "rollout started at its first step: the state file held another rollout"
+                "rollout started afresh: the state file held another rollout"
             ),
             Start::Unreadable(why) => {
                 let kept = state_file::set_aside(&plan.state_file)
@@ -309,21 +534,26 @@ impl Active {
             }
         }
         Active {
-            cohorts: Arc::new(StepCohorts::new(state.step)),
+            cohorts: vec![Arc::new(StepCohorts::new(state.step))],
             state,
+            steps,
             transitions: transitions.into(),
             analyses: VecDeque::new(),
             load_error,
             save_error: None,
+            follow_error: None,
+            followed_at_ms: None,
             plan,
         }
     }
 
-    /// The same rollout under a reloaded config: its state carries over; new steps
-    /// take it to the last of them not above its weight, holding that weight.
+    /// The same rollout under a reloaded config: its state carries over. A judge's new
+    /// steps take it to the last of them not above its weight, holding that weight; a
+    /// follower keeps the steps it followed.
     fn replan(mut self, plan: Arc<Plan>) -> Active {
-        if plan.steps != self.plan.steps {
-            let state = remap(self.state.clone(), &self.plan.steps, &plan.steps);
+        let judges = !matches!(plan.source, Source::Follow(_));
+        if judges && plan.steps != self.steps {
+            let state = remap(self.state.clone(), &self.steps, &plan.steps);
             info!(
                 rule = plan.rule_name,
                 step = state.step,
@@ -331,16 +561,28 @@ impl Active {
                 "rollout steps changed; the weight holds"
             );
             if state.step != self.state.step {
-                self.cohorts = Arc::new(StepCohorts::new(state.step));
+                self.cohorts.push(Arc::new(StepCohorts::new(state.step)));
             }
             self.state = state;
+            self.steps = plan.steps.clone();
         }
         self.plan = plan;
         self
     }
 
+    fn current(&self) -> &Arc<StepCohorts> {
+        self.cohorts
+            .last()
+            .expect("a rollout always has its current step's cohorts")
+    }
+
     fn weight(&self) -> u16 {
-        self.state.weight(&self.plan.steps)
+        self.state.weight(&self.steps)
+    }
+
+    fn record(&mut self, record: AnalysisRecord) {
+        self.analyses.push_front(record);
+        self.analyses.truncate(KEEP_ANALYSES);
     }
 
     /// `snapshot` with the rule at this rollout's weight and the cohorts recorded
@@ -351,7 +593,7 @@ impl Active {
             plan: Arc::clone(&self.plan),
             weight: self.weight(),
             position: Some((self.state.phase, self.state.step)),
-            cohorts: judged.then(|| Arc::clone(&self.cohorts)),
+            cohorts: judged.then(|| Arc::clone(self.current())),
         })
     }
 
@@ -359,7 +601,7 @@ impl Active {
         let saved = Saved {
             format: state_file::FORMAT,
             identity: self.plan.identity(),
-            steps: self.plan.steps.clone(),
+            steps: self.steps.clone(),
             state: self.state.clone(),
             transitions: self.transitions.iter().cloned().collect(),
             saved_at_ms: now_ms(),
@@ -389,23 +631,43 @@ pub enum Start {
     Unreadable(String),
 }
 
-/// The state a rollout begins in, given what its state file held. Pure: the caller
-/// reads the file and reports.
-pub fn resume(plan: &Plan, loaded: Loaded, now_ms: u64) -> (RolloutState, Vec<Transition>, Start) {
+/// The state a rollout begins in and the steps in force, given what its state file
+/// held. Pure: the caller reads the file and reports. A follower without a saved state
+/// holds the config file's weight, paused, until it first follows.
+pub fn resume(
+    plan: &Plan,
+    loaded: Loaded,
+    now_ms: u64,
+) -> (RolloutState, Vec<u16>, Vec<Transition>, Start) {
+    let follows = matches!(plan.source, Source::Follow(_));
+    let held = || RolloutState::held_at(plan.file_permille, &plan.steps, now_ms);
+    let fresh = || {
+        if follows {
+            held()
+        } else {
+            RolloutState::start(now_ms)
+        }
+    };
     match loaded {
-        Loaded::Missing => (RolloutState::start(now_ms), Vec::new(), Start::New),
+        Loaded::Missing => (fresh(), plan.steps.clone(), Vec::new(), Start::New),
+        Loaded::Saved(saved) if saved.identity == plan.identity() && follows => {
+            (saved.state, saved.steps, saved.transitions, Start::Resumed)
+        }
         Loaded::Saved(saved) if saved.identity == plan.identity() => (
             remap(saved.state, &saved.steps, &plan.steps),
+            plan.steps.clone(),
             saved.transitions,
             Start::Resumed,
         ),
         Loaded::Saved(saved) => (
-            RolloutState::start(now_ms),
+            fresh(),
+            plan.steps.clone(),
             Vec::new(),
             Start::Replaced(saved.identity),
         ),
         Loaded::Unreadable(why) => (
-            RolloutState::held_at(plan.file_permille, &plan.steps, now_ms),
+            held(),
+            plan.steps.clone(),
             Vec::new(),
             Start::Unreadable(why),
         ),
@@ -429,7 +691,8 @@ fn remap(mut state: RolloutState, old_steps: &[u16], steps: &[u16]) -> RolloutSt
     let weight = state.weight(old_steps);
     let step = steps.iter().rposition(|&w| w <= weight).unwrap_or(0);
     state.step = step;
-    state.held_weight = (state.phase.is_judged() && steps[step] != weight).then_some(weight);
+    state.held_weight =
+        (state.phase.is_judged() && steps.get(step) != Some(&weight)).then_some(weight);
     state
 }
 

@@ -136,6 +136,21 @@ pub struct Statistic {
     pub df: Option<f64>,
 }
 
+/// The record of an analysis that could not be made (its counts could not be read):
+/// inconclusive, with the reason and no figures.
+pub fn unavailable(reason: String) -> Analysis {
+    let nothing = summary(&CohortCounts::default());
+    Analysis {
+        verdict: Verdict::Inconclusive,
+        reason,
+        canary: nothing.clone(),
+        control: nothing,
+        checks: Vec::new(),
+        level_fail: f64::NAN,
+        pass_standard_errors: PASS_STANDARD_ERRORS,
+    }
+}
+
 /// Judges the canary cohort against the control cohort. `steps_judged` is the number
 /// of steps the rollout judges (those below 1000‰), over which `alpha` is shared.
 pub fn judge(
@@ -428,6 +443,7 @@ mod tests {
             requests: n,
             errors,
             latency,
+            ..CohortCounts::default()
         }
     }
 
@@ -537,6 +553,7 @@ mod tests {
             requests: 600,
             errors: 600,
             latency: vec![0; BUCKETS],
+            ..CohortCounts::default()
         };
         let a = judge(&canary, &cohort(60_000, 6, 1.0, 2.0), &settings(), 10);
         assert_eq!(a.verdict, Verdict::Fail);

@@ -7,8 +7,10 @@
 //!   atomics only;
 //! - [`stats`] and [`judge`]: two cohorts' counts in, a verdict with every figure out;
 //! - [`machine`]: (state, verdict or action, clock) in, next state and transition out;
-//! - [`controller`]: the shell on the control plane: the interval timer, the state
-//!   file ([`state_file`]), the snapshot swaps and the log lines.
+//! - [`controller`]: the shell on the control plane: the state file
+//!   ([`state_file`]), the snapshot swaps and the log lines; with a fleet, the
+//!   cohorts summed over every instance from Prometheus ([`prometheus`]), or the
+//!   state of the instance followed ([`follow`]).
 //!
 //! The canary and the control are one population split by a hash: the users who
 //! reach the rollout's rule, inside its buckets or just outside them. So the
@@ -16,8 +18,10 @@
 
 pub mod cohort;
 pub mod controller;
+pub mod follow;
 pub mod judge;
 pub mod machine;
+pub mod prometheus;
 pub mod schedule;
 pub mod state_file;
 pub mod stats;
@@ -57,6 +61,42 @@ pub struct Plan {
     pub judge: JudgeSettings,
     /// The rule's per-mille as the config file has it.
     pub file_permille: u16,
+    /// Where the verdicts come from.
+    pub source: Source,
+}
+
+/// How a rollout is judged: on this instance's cohorts, on a fleet's through
+/// Prometheus, or not at all because it follows another instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Local,
+    Prometheus(Remote),
+    Follow(Remote),
+}
+
+/// An HTTP service the controller asks: Prometheus, or the admin listener followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// As written in the config, for messages.
+    pub url: String,
+    /// `host:port`, for the connection and `Host`.
+    pub authority: String,
+    /// A path the API is under (`/prometheus`), or empty.
+    pub prefix: String,
+    /// Bounds each exchange.
+    pub timeout: Duration,
+    /// Prometheus: how far behind now queries are evaluated. Follow: how often to ask.
+    pub every: Duration,
+}
+
+impl Source {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Prometheus(_) => "prometheus",
+            Source::Follow(_) => "follow",
+        }
+    }
 }
 
 /// What makes a rollout the same rollout: its rule and the version it rolls out.

@@ -3,7 +3,9 @@
 //! HTTP/1.1, h2c or raw bytes. Everything is bounded in time and cleaned up on drop.
 #![allow(dead_code)]
 
+pub mod prometheus;
 pub mod raw;
+pub mod rollout;
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -425,4 +427,30 @@ pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) ->
 
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET that reports failure instead of panicking (for polling a starting server).
+pub async fn try_get(url: &str) -> Option<(StatusCode, String)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::get(uri).body(Full::new(Bytes::new())).ok()?;
+    let fetch = async {
+        let response = client.request(request).await.ok()?;
+        let status = response.status();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(3), fetch)
+        .await
+        .ok()
+        .flatten()
 }

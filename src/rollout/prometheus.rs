@@ -1,0 +1,258 @@
+//! The fleet's cohorts, read from Prometheus: the same counts the local cohorts give,
+//! summed over every instance Prometheus scrapes, for the step's window.
+//!
+//! Three instant queries at `time = now - eval_delay` (so the last scrape has landed),
+//! each the increase since the step began:
+//!
+//! ```promql
+//! sum by (cohort) (increase(graygate_rollout_cohort_requests_total{rule="R", version="V"}[W]))
+//! sum by (cohort) (increase(graygate_rollout_cohort_errors_total{rule="R", version="V"}[W]))
+//! sum by (cohort, le) (increase(graygate_rollout_cohort_duration_seconds_bucket{rule="R", version="V"}[W]))
+//! ```
+//!
+//! The bucket answers are cumulative per `le`; they are de-cumulated onto the judge's
+//! buckets. `increase()` extrapolates to the window's edges, so counts are rounded. An
+//! answer without series is an empty count (the judge says inconclusive); a failed
+//! query is an error, never read as zero.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::cohort::{CohortCounts, BUCKETS};
+use super::Remote;
+use crate::control::client;
+use crate::metrics::bucket_bounds;
+
+/// The three queries for a rollout of `rule` at `version` over the last `window`.
+pub fn queries(rule: &str, version: &str, window: Duration) -> [String; 3] {
+    let selector = format!(
+        "{{rule=\"{}\", version=\"{}\"}}",
+        escape(rule),
+        escape(version)
+    );
+    let range = format!("[{}ms]", window.as_millis().max(1));
+    [
+        format!("sum by (cohort) (increase(graygate_rollout_cohort_requests_total{selector}{range}))"),
+        format!("sum by (cohort) (increase(graygate_rollout_cohort_errors_total{selector}{range}))"),
+        format!(
+            "sum by (cohort, le) (increase(graygate_rollout_cohort_duration_seconds_bucket{selector}{range}))"
+        ),
+    ]
+}
+
+/// A PromQL string literal's content.
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The fleet's canary and control counts since `since_ms`, evaluated `eval_delay`
+/// behind `now_ms`; `Ok(None)` when Prometheus has no series for them.
+pub async fn fetch(
+    remote: &Remote,
+    rule: &str,
+    version: &str,
+    since_ms: u64,
+    now_ms: u64,
+) -> Result<Option<(CohortCounts, CohortCounts)>, String> {
+    let eval_ms = now_ms.saturating_sub(u64::try_from(remote.every.as_millis()).unwrap_or(0));
+    if eval_ms <= since_ms {
+        return Ok(None);
+    }
+    let window = Duration::from_millis(eval_ms - since_ms);
+    let time = (UNIX_EPOCH + Duration::from_millis(eval_ms))
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut answers = Vec::with_capacity(3);
+    for query in queries(rule, version, window) {
+        let parameters: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", &query)
+            .append_pair("time", &format!("{time:.3}"))
+            .finish();
+        let path = format!("{}/api/v1/query?{parameters}", remote.prefix);
+        let (status, body) = client::request(&remote.authority, "GET", &path, remote.timeout)
+            .await
+            .map_err(|e| format!("{}: {e}", remote.url))?;
+        answers.push(vector(status, &body).map_err(|e| format!("{}: {e}", remote.url))?);
+    }
+    counts(&answers[0], &answers[1], &answers[2])
+}
+
+/// The result vector of an instant query's answer.
+fn vector(status: u16, body: &str) -> Result<Vec<Value>, String> {
+    let value: Value = serde_json::from_str(body)
+        .map_err(|_| format!("HTTP {status}, not a Prometheus answer"))?;
+    if value["status"] != "success" {
+        let error = value["error"].as_str().unwrap_or("no error given");
+        return Err(format!("HTTP {status}: {error}"));
+    }
+    match (
+        &value["data"]["resultType"],
+        value["data"]["result"].as_array(),
+    ) {
+        (Value::String(kind), Some(result)) if kind == "vector" => Ok(result.clone()),
+        _ => Err("the answer is not an instant vector".into()),
+    }
+}
+
+/// One sample's value, rounded to a count; `increase()` may extrapolate a little
+/// below zero or to fractions.
+fn sample(series: &Value) -> Result<u64, String> {
+    let text = series["value"][1]
+        .as_str()
+        .ok_or("a sample without a value")?;
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    Ok(if value.is_finite() && value > 0.0 {
+        value.round() as u64
+    } else {
+        0
+    })
+}
+
+/// Which cohort a series is of.
+fn cohort(series: &Value) -> Option<usize> {
+    match series["metric"]["cohort"].as_str()? {
+        "canary" => Some(0),
+        "control" => Some(1),
+        _ => None,
+    }
+}
+
+/// The canary's and the control's counts from the three answers (requests, errors,
+/// cumulative buckets); `None` when there is no series of requests at all.
+pub fn counts(
+    requests: &[Value],
+    errors: &[Value],
+    buckets: &[Value],
+) -> Result<Option<(CohortCounts, CohortCounts)>, String> {
+    if requests.is_empty() {
+        return Ok(None);
+    }
+    let mut cohorts = [CohortCounts::default(), CohortCounts::default()];
+    for series in requests {
+        if let Some(c) = cohort(series) {
+            cohorts[c].requests = sample(series)?;
+        }
+    }
+    for series in errors {
+        if let Some(c) = cohort(series) {
+            cohorts[c].errors = sample(series)?.min(cohorts[c].requests);
+        }
+    }
+    let bounds = bucket_bounds();
+    let mut cumulative: [Vec<(usize, u64)>; 2] = [Vec::new(), Vec::new()];
+    for series in buckets {
+        let Some(c) = cohort(series) else { continue };
+        let le = series["metric"]["le"]
+            .as_str()
+            .ok_or("a bucket without `le`")?;
+        let bucket = bucket_index(le, &bounds)
+            .ok_or_else(|| format!("`le` {le} is not one of the judge's buckets"))?;
+        cumulative[c].push((bucket, sample(series)?));
+    }
+    for (counts, mut cumulative) in cohorts.iter_mut().zip(cumulative) {
+        if cumulative.is_empty() {
+            continue;
+        }
+        cumulative.sort_unstable();
+        counts.latency = vec![0; BUCKETS];
+        let mut below = 0u64;
+        for (bucket, total) in cumulative {
+            // Extrapolated increases can dip below the bucket under them: never negative.
+            counts.latency[bucket] = total.saturating_sub(below);
+            below = below.max(total);
+        }
+    }
+    let [canary, control] = cohorts;
+    Ok(Some((canary, control)))
+}
+
+/// The judge's bucket whose upper bound `le` is.
+fn bucket_index(le: &str, bounds: &[f64]) -> Option<usize> {
+    if le == "+Inf" {
+        return Some(BUCKETS - 1);
+    }
+    let value: f64 = le.parse().ok()?;
+    let i = bounds.partition_point(|&b| b < value * (1.0 - 1e-9));
+    (i < BUCKETS - 1 && (bounds[i] / value - 1.0).abs() < 1e-6).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn series(cohort: &str, le: Option<&str>, value: &str) -> Value {
+        let mut metric = json!({ "cohort": cohort });
+        if let Some(le) = le {
+            metric["le"] = json!(le);
+        }
+        json!({ "metric": metric, "value": [1700000000.0, value] })
+    }
+
+    #[test]
+    fn the_queries_select_the_rollout_and_escape_its_version() {
+        let [requests, errors, buckets] =
+            queries("canary-rollout", "v2 \"rc\"", Duration::from_secs(90));
+        assert_eq!(
+            requests,
+            r#"sum by (cohort) (increase(graygate_rollout_cohort_requests_total{rule="canary-rollout", version="v2 \"rc\""}[90000ms]))"#
+        );
+        assert!(errors.contains("graygate_rollout_cohort_errors_total{"));
+        assert!(buckets.starts_with(
+            "sum by (cohort, le) (increase(graygate_rollout_cohort_duration_seconds_bucket{"
+        ));
+    }
+
+    #[test]
+    fn cumulative_buckets_become_the_judges_counts() {
+        let bounds = bucket_bounds();
+        let le = |i: usize| format!("{}", bounds[i]);
+        let requests = [
+            series("canary", None, "99.6"),
+            series("control", None, "1000"),
+        ];
+        let errors = [
+            series("canary", None, "3.2"),
+            series("control", None, "1200"),
+        ];
+        let buckets = [
+            series("canary", Some(&le(100)), "40"),
+            series("canary", Some(&le(101)), "38.7"), // an extrapolation dip: 0, not negative
+            series("canary", Some(&le(102)), "99.5"),
+            series("canary", Some("+Inf"), "99.5"),
+            series("control", Some(&le(5)), "1000"),
+            series("control", Some("+Inf"), "1000"),
+        ];
+        let (canary, control) = counts(&requests, &errors, &buckets).unwrap().unwrap();
+        assert_eq!((canary.requests, canary.errors), (100, 3));
+        assert_eq!(
+            (control.requests, control.errors),
+            (1000, 1000),
+            "errors never exceed requests"
+        );
+        assert_eq!(
+            (
+                canary.latency[100],
+                canary.latency[101],
+                canary.latency[102]
+            ),
+            (40, 0, 60)
+        );
+        assert_eq!(canary.timed(), 100);
+        assert_eq!((control.latency[5], control.timed()), (1000, 1000));
+    }
+
+    #[test]
+    fn no_series_is_no_data_and_a_failed_query_is_an_error() {
+        assert_eq!(counts(&[], &[], &[]).unwrap(), None);
+        assert!(vector(200, r#"{"status":"error","error":"parse error"}"#)
+            .unwrap_err()
+            .contains("parse error"));
+        assert!(vector(502, "<html>").is_err());
+        let strange = [series("canary", Some("0.123456"), "1")];
+        assert!(counts(&[series("canary", None, "1")], &[], &strange).is_err());
+    }
+}
