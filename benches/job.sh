@@ -38,6 +38,7 @@ workers = 1
 endpoints = ["127.0.0.1:$blue"]
 [pools.canary]
 endpoints = ["127.0.0.1:$canary"]
+version = "v2"
 [routing]
 stable = "blue"
 user_key = { header = "x-user-id" }

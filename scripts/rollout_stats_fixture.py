@@ -18,7 +18,10 @@ Each case is drawn from a seeded generator, so the file is reproducible:
   (statsmodels confint_proportions_2indep) and the pooled two-proportion z test
   (statsmodels proportions_ztest);
 - the mSPRT's normal-mixture likelihood ratio, integrated numerically
-  (scipy.integrate.quad), and the radius where it reaches 1/alpha (scipy.optimize.brentq).
+  (scipy.integrate.quad), and the radius where it reaches 1/alpha (scipy.optimize.brentq);
+- the cluster-robust variance of a ratio (errors / requests, latency sum / requests)
+  across user groups: statsmodels' CR1 variance of an intercept-only OLS on the
+  requests, clustered by group.
 """
 
 import json
@@ -27,6 +30,7 @@ import sys
 
 import numpy as np
 from scipy import integrate, optimize, stats
+import statsmodels.api as sm
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 SEED = 20261202
@@ -127,6 +131,27 @@ def mixture_cases():
     return cases
 
 
+def cluster_cases(rng):
+    cases = []
+    for groups, n_low, n_high, kind in [(16, 20, 200, "errors"), (16, 1, 5, "errors"),
+                                        (5, 50, 60, "latency"), (2, 10, 30, "errors"),
+                                        (16, 100, 400, "latency")]:
+        values, labels, clusters = [], [], []
+        for g in range(groups):
+            n = int(rng.integers(n_low, n_high + 1))
+            if kind == "errors":
+                y = (rng.random(n) < rng.choice([0.001, 0.01, 0.3])).astype(float)
+            else:
+                y = np.round(np.exp(rng.normal(math.log(2000.0), 0.7, n)))
+            values.extend(y)
+            labels.extend([g] * n)
+            clusters.append([float(y.sum()), float(n)])
+        y = np.array(values)
+        fit = sm.OLS(y, np.ones_like(y)).fit(cov_type="cluster", cov_kwds={"groups": np.array(labels)})
+        cases.append({"clusters": clusters, "variance": float(fit.bse[0] ** 2)})
+    return cases
+
+
 def fixture():
     rng = np.random.default_rng(SEED)
     return {
@@ -135,6 +160,7 @@ def fixture():
         "welch": welch_cases(rng),
         "proportions": proportion_cases(rng),
         "mixture": mixture_cases(),
+        "cluster": cluster_cases(rng),
     }
 
 

@@ -249,8 +249,8 @@ async fn a_fleet_judged_from_prometheus_promotes_on_every_instance_and_holds_whi
         .lines()
         .filter(|l| l.starts_with("graygate_rollout_cohort_"))
         .count();
-    assert_eq!(series, 812, "cohort series per instance");
-    assert!(scrape.contains("graygate_rollout_cohort_requests_total{rule=\"canary-rollout\",version=\"v2\",cohort=\"canary\"}"));
+    assert_eq!(series, 936, "cohort series per instance");
+    assert!(scrape.contains("graygate_rollout_cohort_requests_total{rule=\"canary-rollout\",version=\"v2\",cohort=\"canary\",group=\"0\"}"));
     let _ = fleet.leader_config;
 }
 
@@ -535,6 +535,7 @@ fn check_rejects_fleet_mistakes_with_their_keys() {
 endpoints = ["127.0.0.1:1"]
 [pools.canary]
 endpoints = ["127.0.0.1:2"]
+version = "v2"
 [routing]
 stable = "blue"
 user_key = { header = "x-user-id" }

@@ -84,7 +84,7 @@ async fn a_healthy_canary_goes_through_every_step_and_is_promoted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_that_starts_failing_at_the_third_step_is_aborted_within_two_intervals() {
+async fn a_canary_that_starts_failing_at_the_third_step_is_at_zero_permille_within_a_second() {
     let backends = Backends::start().await;
     let gw = Gateway::start(&backends.config("v2", 0, &fast_rollout("[100, 300, 600]", "2s")));
     let traffic = Traffic::start(&gw, 8);
@@ -107,6 +107,11 @@ async fn a_canary_that_starts_failing_at_the_third_step_is_aborted_within_two_in
     assert!(failed_checks(&aborted).contains("errors"), "{aborted:#}");
     let to_zero = decided - turned_bad;
     eprintln!("canary turned bad -> 0 permille in {to_zero:?} (interval 250 ms, failure_limit 2)");
+    // Two failed analyses in a row, 250 ms apart, once the cohort shows the errors.
+    assert!(
+        to_zero < Duration::from_secs(1),
+        "{to_zero:?} from the first 503 to 0‰"
+    );
     // The abort is one swap: once it is observed, no request reaches the canary.
     let late: Vec<&Answered> = seen
         .iter()
@@ -159,6 +164,32 @@ async fn a_canary_50ms_slower_is_aborted_on_latency_alone() {
         "{failed:?}"
     );
     assert!(seen.iter().all(|s| s.status == 200));
+}
+
+/// A canary that hangs, in front of clients that give up after 300 ms: the requests
+/// they abandon are counted as failures, so the hang is seen and the canary aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_canary_whose_clients_give_up_is_aborted() {
+    let backends = Backends::start().await;
+    backends.canary.delay_ms.store(10_000, Ordering::Relaxed);
+    let gw = Gateway::start(&backends.config("v2", 0, &fast_rollout("[200, 500]", "1s")));
+    let traffic = Traffic::impatient(&[(&gw, 1.0)], 16, Duration::from_millis(300));
+    let aborted = wait_for(&gw, Duration::from_secs(60), "an abort", |s| {
+        state(s) != "progressing"
+    })
+    .await;
+    let seen = traffic.stop().await;
+    assert_eq!(state(&aborted), "aborted", "{aborted:#}");
+    assert!(failed_checks(&aborted).contains("errors"), "{aborted:#}");
+    let canary = &aborted["analyses"][0]["canary"];
+    assert_eq!(
+        canary["requests"], canary["errors"],
+        "every canary request was abandoned: {canary}"
+    );
+    assert!(
+        seen.iter().any(|a| a.status == 0),
+        "the clients gave up on some requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -606,9 +637,36 @@ to = "blue"
         ("rule = \"canary-rollout\"\nsteps = [1]\nfailure_limit = 0", "rollout.failure_limit", "must be at least 1"),
         ("rule = \"canary-rollout\"\nsteps = [1]\ninterval = \"10ms\"", "rollout.interval", "must be at least 100ms"),
         ("rule = \"canary-rollout\"\nsteps = [1]\nstate_file = \"missing/dir/rollout.state\"", "rollout.state_file", "does not exist"),
+        // The config itself, spelled another way: the rollout would overwrite it.
+        ("rule = \"canary-rollout\"\nsteps = [1]\nstate_file = \"../{dir}/g.toml\"", "rollout.state_file", "is the config file: the rollout would overwrite it"),
+        ("rule = \"canary-rollout\"\nsteps = [1000]", "rollout.steps[0]", "the first step must be below 1000‰"),
+        ("rule = \"canary-rollout\"\nschedule = { kind = \"doubling\", from = 1000 }", "rollout.schedule", "the first step must be below 1000‰"),
+        ("rule = \"canary-rollout\"\nsteps = [1]\ninterval = \"500000000000y\"", "rollout.interval", "must be at most 1day"),
     ] {
+        let dir_name = dir.path().file_name().unwrap().to_str().unwrap();
+        let rollout = rollout.replace("{dir}", dir_name);
         let (code, out) = run(&format!("[rollout]\n{rollout}"));
         assert_eq!(code, 1, "{rollout}: {out}");
         assert!(out.contains(&format!(": {key}: ")) && out.contains(message), "{rollout}:\n{out}");
     }
+    // The canary pool's version is the rollout's identity: it must be given.
+    let path = dir.path().join("g.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[rollout]\nrule = \"canary-rollout\"\nsteps = [1]",
+            base.replace("version = \"v2\"\n", "")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(": pools.canary.version: ") && err.contains("needs a `version`"),
+        "{err}"
+    );
 }

@@ -17,6 +17,12 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const DEFAULT_MIN_STEP_DURATION: Duration = Duration::from_secs(300);
 /// How long a follower waits for the instance it follows to answer.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bounds: beyond them a duration is a typo (and would overflow the clock).
+const DAY: Duration = Duration::from_secs(86_400);
+const MAX_INTERVAL: Duration = DAY;
+const MAX_STEP_DURATION: Duration = Duration::from_secs(30 * 86_400);
+const MAX_RAMP: Duration = Duration::from_secs(365 * 86_400);
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 impl Compiler<'_> {
     /// The plan, `Some(None)` without `[rollout]`, or `None` after recording errors.
@@ -34,6 +40,11 @@ impl Compiler<'_> {
         let rule = self.rollout_rule(file, &rollout.rule, path.key("rule"));
         let follow = rollout.follow.as_deref().map(|url| {
             self.at_least_min_interval(rollout.follow_interval, path.key("follow_interval"));
+            self.at_most(
+                rollout.follow_interval,
+                MAX_WAIT,
+                path.key("follow_interval"),
+            );
             self.remote(
                 url,
                 path.key("follow"),
@@ -65,6 +76,10 @@ impl Compiler<'_> {
             .or(every)
             .unwrap_or(DEFAULT_MIN_STEP_DURATION);
         self.at_least_min_interval(rollout.interval, path.key("interval"));
+        self.at_most(rollout.interval, MAX_INTERVAL, path.key("interval"));
+        if let Some(d) = rollout.min_step_duration {
+            self.at_most(d, MAX_STEP_DURATION, path.key("min_step_duration"));
+        }
         let min_requests = self.at_least_one(rollout.min_requests, path.key("min_requests"));
         let failure_limit = self.at_least_one(rollout.failure_limit, path.key("failure_limit"));
         let inconclusive_limit =
@@ -76,6 +91,15 @@ impl Compiler<'_> {
             None => self.judge_source(&judge_table, path.key("judge")),
         };
         let state_file = self.source.base_dir().join(&rollout.state_file);
+        if let Some(other) = self.names_a_config_file(file, &state_file) {
+            self.error(
+                path.key("state_file"),
+                format!(
+                    "{} is {other}: the rollout would overwrite it",
+                    state_file.display()
+                ),
+            );
+        }
         match state_file.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(dir) if !dir.is_dir() => self.error(
                 path.key("state_file"),
@@ -85,9 +109,6 @@ impl Compiler<'_> {
                 path.key("state_file"),
                 format!("{} is a directory", state_file.display()),
             ),
-            _ if state_file == self.source.path => {
-                self.error(path.key("state_file"), "must not be the config file itself")
-            }
             _ => {}
         }
         if self.errors.len() != before {
@@ -115,6 +136,50 @@ impl Compiler<'_> {
             file_permille: permille,
             source: source?,
         }))
+    }
+
+    fn at_most(&mut self, value: Duration, max: Duration, path: KeyPath) {
+        if value > max {
+            self.error(
+                path,
+                format!(
+                    "must be at most {}, got {}",
+                    humantime::format_duration(max),
+                    humantime::format_duration(value)
+                ),
+            );
+        }
+    }
+
+    /// What `candidate` is, if it is a file this config reads or writes: the config
+    /// itself, a whitelist file, the TLS pair or the access log. Compared as the files
+    /// they are, not as the paths that are written.
+    fn names_a_config_file(
+        &self,
+        file: &ConfigFile,
+        candidate: &std::path::Path,
+    ) -> Option<&'static str> {
+        let base = self.source.base_dir();
+        let mut files: Vec<(std::path::PathBuf, &'static str)> =
+            vec![(self.source.path.clone(), "the config file")];
+        files.extend(
+            file.rules
+                .iter()
+                .filter_map(|r| r.conditions.whitelist_file.as_ref())
+                .map(|f| (base.join(f), "a whitelist file")),
+        );
+        if let Some(tls) = &file.server.tls {
+            files.push((base.join(&tls.cert), "the TLS certificate"));
+            files.push((base.join(&tls.key), "the TLS key"));
+        }
+        if let Some(log) = &file.log.access {
+            files.push((base.join(log), "the access log"));
+        }
+        let candidate = same_file_key(candidate)?;
+        files
+            .into_iter()
+            .find(|(f, _)| same_file_key(f).as_ref() == Some(&candidate))
+            .map(|(_, what)| what)
     }
 
     fn at_least_min_interval(&mut self, value: Duration, path: KeyPath) {
@@ -152,6 +217,8 @@ impl Compiler<'_> {
                 if judge.query_timeout.is_zero() {
                     self.error(path.key("query_timeout"), "must be greater than 0");
                 }
+                self.at_most(judge.query_timeout, MAX_WAIT, path.key("query_timeout"));
+                self.at_most(judge.eval_delay, MAX_WAIT, path.key("eval_delay"));
                 self.remote(
                     url,
                     path.key("prometheus"),
@@ -211,7 +278,8 @@ impl Compiler<'_> {
         })
     }
 
-    /// The rule's index and its per-mille in the file.
+    /// The rule's index and its per-mille in the file. Its canary pool must carry a
+    /// `version`: with the rule's name, that is the rollout's identity.
     fn rollout_rule(
         &mut self,
         file: &ConfigFile,
@@ -246,6 +314,20 @@ impl Compiler<'_> {
             );
             return None;
         }
+        if file
+            .pools
+            .get(&rule.to)
+            .is_some_and(|p| p.version.is_none())
+        {
+            self.error(
+                KeyPath::root().key("pools").key(&rule.to).key("version"),
+                format!(
+                    "the rollout's canary pool `{}` needs a `version`: the rule and the version are the rollout's identity, and a new version starts a new rollout",
+                    rule.to
+                ),
+            );
+            return None;
+        }
         Some((index, permille.clamp(0, 1000) as u16))
     }
 
@@ -259,8 +341,14 @@ impl Compiler<'_> {
             (Some(steps), None) => (self.explicit_steps(steps, path.key("steps")), None),
             (None, Some(schedule)) => {
                 let every = schedule.every;
-                let schedule = self.schedule(schedule, path.key("schedule"));
-                (schedule.map(|s| s.steps()), every)
+                let steps = self
+                    .schedule(schedule, path.key("schedule"))
+                    .map(|s| s.steps());
+                if steps.as_ref().is_some_and(|s| s.first() == Some(&1000)) {
+                    self.error(path.key("schedule"), FIRST_STEP_AT_1000);
+                    return (None, every);
+                }
+                (steps, every)
             }
             _ => {
                 self.error(path.clone(), "give exactly one of `steps` or `schedule`");
@@ -283,6 +371,8 @@ impl Compiler<'_> {
                     format!("got {step}")
                 };
                 self.error(path.index(i), format!("must be between 1 and 1000: {why}"));
+            } else if i == 0 && step == 1000 {
+                self.error(path.index(i), FIRST_STEP_AT_1000);
             } else if i > 0 && step <= steps[i - 1] {
                 self.error(
                     path.index(i),
@@ -360,6 +450,9 @@ impl Compiler<'_> {
                 for (key, value) in [("over", schedule.over), ("every", schedule.every)] {
                     if value.is_some_and(|v| v.is_zero()) {
                         self.error(path.key(key), "must be greater than 0");
+                    }
+                    if let Some(value) = value {
+                        self.at_most(value, MAX_RAMP, path.key(key));
                     }
                 }
                 if !over.is_zero() && !every.is_zero() {
@@ -449,4 +542,19 @@ impl Compiler<'_> {
         }
         Some(value)
     }
+}
+
+const FIRST_STEP_AT_1000: &str = "the first step must be below 1000‰: at 1000‰ no control is left to judge the canary against (to send everyone, set the rule's `permille`)";
+
+/// A path as the file it names: its directory resolved (symlinks, `..`) and its name,
+/// so two spellings of one file compare equal whether or not it exists yet.
+fn same_file_key(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    if let Ok(resolved) = std::fs::canonicalize(path) {
+        return Some(resolved);
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
 }

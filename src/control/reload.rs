@@ -163,6 +163,11 @@ impl Reloader {
         }
     }
 
+    /// Tries again to save a rollout state whose save failed (off the runtime).
+    pub fn retry_rollout_save(&self) {
+        self.lock().rollouts.retry_save();
+    }
+
     /// `/admin/rollout/state`, for followers; `None` without a rollout.
     pub fn rollout_leader_state(&self) -> Option<LeaderState> {
         self.lock().rollouts.leader_state()

@@ -30,7 +30,8 @@ pub async fn run(reloader: Arc<Reloader>, mut shutdown: Shutdown) {
             last = Instant::now();
         }
         active = job.is_some();
-        let due = last + job.as_ref().map_or(IDLE, |(every, _)| *every);
+        let every = job.as_ref().map_or(IDLE, |(every, _)| *every);
+        let due = last.checked_add(every).unwrap_or(last + IDLE);
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {
                 last = Instant::now();
@@ -65,6 +66,7 @@ async fn perform(reloader: &Arc<Reloader>, job: Job) {
             let answer = follow::fetch(&remote).await;
             tokio::task::spawn_blocking(move || reloader.follow_rollout(answer))
         }
+        Job::Save => tokio::task::spawn_blocking(move || reloader.retry_rollout_save()),
     };
     if let Err(panic) = applied.await {
         std::panic::resume_unwind(panic.into_panic());

@@ -3,17 +3,20 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
-//! | `graygate_rollout_cohort_requests_total` | counter | `rule`, `version`, `cohort` |
-//! | `graygate_rollout_cohort_errors_total` | counter | `rule`, `version`, `cohort` |
+//! | `graygate_rollout_cohort_requests_total` | counter | `rule`, `version`, `cohort`, `group` |
+//! | `graygate_rollout_cohort_errors_total` | counter | `rule`, `version`, `cohort`, `group` |
+//! | `graygate_rollout_cohort_fallbacks_total` | counter | `rule`, `version`, `cohort`, `group` |
+//! | `graygate_rollout_cohort_latency_seconds_total` | counter | `rule`, `version`, `cohort`, `group` |
 //! | `graygate_rollout_cohort_duration_seconds` | histogram | `rule`, `version`, `cohort`, `le` |
 //!
 //! Each is the sum over every step of the rollout, so it only grows; a judge takes a
-//! step's share with `increase()` over the step's window. The histogram has the
-//! judge's own buckets (`rollout::cohort`: 401 bounds, none wider than 5 %), so the
-//! fleet's rank test sees what a local one would. That is 2 cohorts × (402 buckets +
-//! `_sum` + `_count`) + 2 × 2 counters = 812 series per instance, while a rollout is
-//! configured. The values are read from the cohorts' atomics at scrape time: nothing is
-//! added to the request path.
+//! step's share with `increase()` over the step's window. `group` is the user group
+//! (0 to 15) the judge measures users' spread by. The histogram has the judge's own
+//! buckets (`rollout::cohort`: 401 bounds, none wider than 5 %), so the fleet's rank
+//! test sees what a local one would. That is 2 cohorts × (402 buckets + `_sum` +
+//! `_count`) + 4 counters × 2 cohorts × 16 groups = 936 series per instance, while a
+//! rollout is configured. The values are read from the cohorts' atomics at scrape
+//! time: nothing is added to the request path.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,13 +25,21 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 
-use crate::rollout::cohort::{upper_bound, CohortCounts, StepCohorts, BUCKETS};
+use crate::rollout::cohort::{upper_bound, CohortCounts, GroupCounts, StepCohorts, BUCKETS};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CohortLabels {
     rule: String,
     version: String,
     cohort: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    rule: String,
+    version: String,
+    cohort: String,
+    group: String,
 }
 
 /// What the collector exports: the rollout's identity and every step's cohorts.
@@ -79,7 +90,7 @@ impl CohortExport {
 }
 
 /// A counter exported per cohort: its name, its help and how it is read.
-type Counted = (&'static str, &'static str, fn(&CohortCounts) -> u64);
+type Counted = (&'static str, &'static str, fn(&GroupCounts) -> f64);
 
 /// The exported histogram's bucket bounds, in seconds: the judge's upper bounds.
 pub fn bucket_bounds() -> Vec<f64> {
@@ -96,23 +107,40 @@ impl Collector for CohortExport {
             cohort: cohort.to_string(),
             ..labels.clone()
         };
-        let counters: [Counted; 2] = [
+        let counters: [Counted; 4] = [
             (
                 "rollout_cohort_requests",
-                "Requests in the rollout's canary and control cohorts",
-                |c| c.requests,
+                "Requests in the rollout's canary and control cohorts, by user group",
+                |g| g.requests as f64,
             ),
             (
                 "rollout_cohort_errors",
-                "Errors (5xx, gateway errors, fallbacks) in the rollout's cohorts",
-                |c| c.errors,
+                "Errors (5xx, gateway errors, fallbacks, abandoned) in the rollout's cohorts, by user group",
+                |g| g.errors as f64,
+            ),
+            (
+                "rollout_cohort_fallbacks",
+                "Canary requests served by the stable pool, by user group",
+                |g| g.untimed as f64,
+            ),
+            (
+                "rollout_cohort_latency_seconds",
+                "The summed latency of the rollout's cohorts, by user group",
+                |g| g.sum_micros as f64 / 1e6,
             ),
         ];
         for (name, help, value) in counters {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (cohort, counts) in cohorts {
-                let labels = labelled(cohort);
-                ConstCounter::new(value(counts)).encode(family.encode_family(&labels)?)?;
+                for (group, g) in counts.groups.iter().enumerate() {
+                    let labels = GroupLabels {
+                        rule: labels.rule.clone(),
+                        version: labels.version.clone(),
+                        cohort: cohort.to_string(),
+                        group: group.to_string(),
+                    };
+                    ConstCounter::new(value(g)).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         let bounds = bucket_bounds();

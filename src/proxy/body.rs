@@ -140,7 +140,8 @@ impl Drop for Completion {
         // The rollout's cohorts: the pool that served the request says whether a
         // canary request fell back to stable.
         if let (Some(cohort), Some(rollout)) = (self.decision.cohort, &self.snapshot.rollout) {
-            rollout.record(cohort, self.decision.pool, self.status, elapsed);
+            let decision = &self.decision;
+            rollout.record(cohort, decision.group, decision.pool, self.status, elapsed);
         }
         if let (Some(log), Some(access)) = (&self.snapshot.access_log, self.access.take()) {
             let AccessStart { time, method, path } = *access;

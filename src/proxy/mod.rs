@@ -97,6 +97,11 @@ impl Proxy {
         // Phase 1: decide.
         let mut decision = decide(&snapshot, &request);
         snapshot.count_match(&decision);
+        // A rollout's cohort request is counted even if the client gives up first.
+        let pending = decision.cohort.and_then(|cohort| {
+            let rollout = snapshot.rollout.as_ref()?;
+            rollout.pending(cohort, decision.group, started)
+        });
         let access = snapshot.access_log.is_some().then(|| {
             Box::new(AccessStart {
                 time: SystemTime::now(),
@@ -121,6 +126,9 @@ impl Proxy {
         }
 
         // Phase 6: record, once the body is done.
+        if let Some(pending) = pending {
+            pending.answered();
+        }
         let status = response.status().as_u16();
         let completion = Completion {
             snapshot,

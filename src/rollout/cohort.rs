@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::routing::USER_GROUPS;
+
 /// Equal parts of each octave.
 pub const SUB_BUCKETS: u64 = 20;
 /// The first octave starts at 2^6 µs = 64 µs; everything faster shares bucket 0.
@@ -68,38 +70,54 @@ pub fn representative(i: usize) -> f64 {
 /// Which side of the rollout's rule a request fell on.
 pub use crate::routing::Cohort;
 
-/// One cohort's atomics. Padded so the canary's and the control's counters never
-/// share a cache line.
+/// One user group's counters in one cohort.
+#[derive(Debug, Default)]
+struct GroupRecorder {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Requests without a latency (the canary's fallbacks).
+    untimed: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// One cohort's atomics: per user group, and the latency histogram. Padded so the
+/// canary's and the control's counters never share a cache line.
 #[derive(Debug)]
 #[repr(align(128))]
 struct Recorder {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    /// The latencies' sum, for the exported histogram's `_sum`.
-    sum_micros: AtomicU64,
+    groups: [GroupRecorder; USER_GROUPS],
     latency: [AtomicU64; BUCKETS],
 }
 
 impl Recorder {
     fn new() -> Self {
         Recorder {
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
+            groups: std::array::from_fn(|_| GroupRecorder::default()),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
     fn counts(&self) -> CohortCounts {
+        let groups: Vec<GroupCounts> = self
+            .groups
+            .iter()
+            .map(|g| GroupCounts {
+                requests: g.requests.load(Ordering::Relaxed),
+                errors: g.errors.load(Ordering::Relaxed),
+                untimed: g.untimed.load(Ordering::Relaxed),
+                sum_micros: g.sum_micros.load(Ordering::Relaxed),
+            })
+            .collect();
         CohortCounts {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            sum_micros: self.sum_micros.load(Ordering::Relaxed),
+            requests: groups.iter().map(|g| g.requests).sum(),
+            errors: groups.iter().map(|g| g.errors).sum(),
+            sum_micros: groups.iter().map(|g| g.sum_micros).sum(),
             latency: self
                 .latency
                 .iter()
                 .map(|c| c.load(Ordering::Relaxed))
                 .collect(),
+            groups,
         }
     }
 }
@@ -123,6 +141,9 @@ pub enum Outcome {
     /// `fallback` served it from the stable pool: a canary failure whose latency is not
     /// the canary's.
     FellBack,
+    /// The client gave up (hung up, timed out) before the answer's head came: a failure,
+    /// timed at least this long. A hung canary shows as these, never as silence.
+    Abandoned,
 }
 
 impl StepCohorts {
@@ -134,26 +155,30 @@ impl StepCohorts {
         }
     }
 
-    /// Records one finished request. An error is a 5xx, the upstream's or the
-    /// gateway's own (502, 503, 504), or a fallback.
-    pub fn record(&self, cohort: Cohort, outcome: Outcome, elapsed: Duration) {
+    /// Records one finished request of user group `group`. An error is a 5xx, the
+    /// upstream's or the gateway's own (502, 503, 504), a fallback, or a request the
+    /// client abandoned.
+    pub fn record(&self, cohort: Cohort, group: u8, outcome: Outcome, elapsed: Duration) {
         let recorder = match cohort {
             Cohort::Canary => &self.canary,
             Cohort::Control => &self.control,
         };
-        recorder.requests.fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Outcome::Answered { status } => {
-                if status >= 500 {
-                    recorder.errors.fetch_add(1, Ordering::Relaxed);
-                }
-                let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-                recorder.latency[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
-                recorder.sum_micros.fetch_add(micros, Ordering::Relaxed);
-            }
-            Outcome::FellBack => {
-                recorder.errors.fetch_add(1, Ordering::Relaxed);
-            }
+        let g = &recorder.groups[usize::from(group) % USER_GROUPS];
+        g.requests.fetch_add(1, Ordering::Relaxed);
+        let (error, timed) = match outcome {
+            Outcome::Answered { status } => (status >= 500, true),
+            Outcome::FellBack => (true, false),
+            Outcome::Abandoned => (true, true),
+        };
+        if error {
+            g.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if timed {
+            let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            recorder.latency[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+            g.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        } else {
+            g.untimed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -163,17 +188,43 @@ impl StepCohorts {
     }
 }
 
+/// One user group's figures in one cohort.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCounts {
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests without a latency.
+    pub untimed: u64,
+    pub sum_micros: u64,
+}
+
+impl GroupCounts {
+    pub fn timed(&self) -> u64 {
+        self.requests.saturating_sub(self.untimed)
+    }
+
+    fn add(&mut self, other: &GroupCounts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.untimed += other.untimed;
+        self.sum_micros += other.sum_micros;
+    }
+}
+
 /// One cohort's figures at one moment: plain numbers, from the atomics or from
 /// Prometheus, which is all the judge reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CohortCounts {
     pub requests: u64,
-    /// 5xx answers, gateway errors and fallbacks.
+    /// 5xx answers, gateway errors, fallbacks and abandoned requests.
     pub errors: u64,
-    /// The sum of the recorded latencies (0 when not known, as from Prometheus).
+    /// The sum of the recorded latencies (0 when not known).
     pub sum_micros: u64,
     /// Requests per bucket of [`bucket_of`]; `BUCKETS` long (or empty: no latencies).
     pub latency: Vec<u64>,
+    /// The same requests per user group (`USER_GROUPS` long, or empty when not known):
+    /// how much users, rather than requests, vary.
+    pub groups: Vec<GroupCounts>,
 }
 
 impl CohortCounts {
@@ -192,10 +243,19 @@ impl CohortCounts {
             .collect()
     }
 
-    /// Requests with a latency of at least `micros`, counted by whole buckets: every
-    /// bucket whose lower bound is at or above the bucket `micros` falls in.
-    pub fn at_least(&self, micros: u64) -> u64 {
-        self.latency.iter().skip(bucket_of(micros)).sum()
+    /// Requests with a latency of at least `micros`, as the buckets can tell it: those
+    /// surely at or above it (in buckets that start there or later), and those perhaps
+    /// (also the bucket `micros` falls inside, unless it starts exactly there).
+    pub fn at_least(&self, micros: u64) -> (u64, u64) {
+        let i = bucket_of(micros);
+        let surely_from = if lower_bound(i) >= micros as f64 {
+            i
+        } else {
+            i + 1
+        };
+        let surely = self.latency.iter().skip(surely_from).sum();
+        let perhaps = self.latency.iter().skip(i).sum();
+        (surely, perhaps)
     }
 
     /// The `q` quantile in microseconds, interpolated within its bucket; `None`
@@ -240,6 +300,30 @@ impl CohortCounts {
         Some((mean, squares / (n - 1) as f64))
     }
 
+    /// The variance of the error rate, measured across user groups: the spread of the
+    /// groups' errors around the pooled rate (a cluster-robust, "sandwich" variance of a
+    /// ratio). `None` with fewer than two groups that have requests.
+    pub fn error_rate_variance_across_groups(&self) -> Option<f64> {
+        let groups: Vec<(f64, f64)> = self
+            .groups
+            .iter()
+            .filter(|g| g.requests > 0)
+            .map(|g| (g.errors as f64, g.requests as f64))
+            .collect();
+        super::stats::cluster_ratio_variance(&groups)
+    }
+
+    /// The variance of the mean latency (µs²), measured across user groups as above.
+    pub fn mean_variance_across_groups(&self) -> Option<f64> {
+        let groups: Vec<(f64, f64)> = self
+            .groups
+            .iter()
+            .filter(|g| g.timed() > 0)
+            .map(|g| (g.sum_micros as f64, g.timed() as f64))
+            .collect();
+        super::stats::cluster_ratio_variance(&groups)
+    }
+
     /// Adds another cohort's figures (the same cohort seen elsewhere).
     pub fn add(&mut self, other: &CohortCounts) {
         self.requests += other.requests;
@@ -250,6 +334,13 @@ impl CohortCounts {
         }
         for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
             *mine += theirs;
+        }
+        if self.groups.len() < other.groups.len() {
+            self.groups
+                .resize(other.groups.len(), GroupCounts::default());
+        }
+        for (mine, theirs) in self.groups.iter_mut().zip(&other.groups) {
+            mine.add(theirs);
         }
     }
 }
@@ -296,10 +387,10 @@ mod tests {
     fn a_fallback_is_an_error_without_a_latency() {
         let step = StepCohorts::new(3);
         let ms = Duration::from_millis;
-        step.record(Cohort::Canary, Outcome::Answered { status: 200 }, ms(5));
-        step.record(Cohort::Canary, Outcome::Answered { status: 503 }, ms(7));
-        step.record(Cohort::Canary, Outcome::FellBack, ms(9));
-        step.record(Cohort::Control, Outcome::Answered { status: 404 }, ms(5));
+        step.record(Cohort::Canary, 0, Outcome::Answered { status: 200 }, ms(5));
+        step.record(Cohort::Canary, 1, Outcome::Answered { status: 503 }, ms(7));
+        step.record(Cohort::Canary, 15, Outcome::FellBack, ms(9));
+        step.record(Cohort::Control, 3, Outcome::Answered { status: 404 }, ms(5));
         let (canary, control) = step.counts();
         assert_eq!((canary.requests, canary.errors, canary.timed()), (3, 2, 2));
         assert_eq!(
@@ -328,7 +419,14 @@ mod tests {
             .sum::<f64>()
             / 99.0;
         assert!((var / exact_var - 1.0).abs() < 0.05, "{var} vs {exact_var}");
-        assert_eq!(counts.at_least(50_000), 51);
+        // 50 ms falls inside [49.15, 50.79) ms: the 50 requests from 51 ms up surely
+        // take at least 50 ms; the one at 50 ms perhaps does (the bucket cannot say).
+        assert_eq!(counts.at_least(50_000), (50, 51));
+        assert_eq!(
+            counts.at_least(lower_bound(bucket_of(50_000)) as u64 + 1),
+            (50, 51)
+        );
+        assert_eq!(counts.at_least(200_000_000), (0, 0));
         assert_eq!(CohortCounts::default().quantile(0.5), None);
     }
 }

@@ -59,8 +59,13 @@ struct Active {
     /// Why the state file could not be read, shown while the rollout holds the
     /// weight it paused at because of it.
     load_error: Option<String>,
-    /// Why the last save failed, shown until one succeeds.
+    /// Why the last save failed, shown until one succeeds; the clock tries again.
     save_error: Option<String>,
+    /// An unreadable state file that could not be copied aside is never overwritten:
+    /// saving waits until the operator acts on the rollout.
+    keep_unreadable: bool,
+    /// What was saved last, so an unchanged rollout is not written again.
+    saved: Option<(RolloutState, Vec<u16>)>,
     /// A follower's last failure to follow, until it follows again.
     follow_error: Option<String>,
     followed_at_ms: Option<u64>,
@@ -108,7 +113,12 @@ pub enum Job {
     },
     /// Ask the instance followed for its state.
     Follow(Remote),
+    /// Try again to save a state that could not be saved.
+    Save,
 }
+
+/// How soon a failed save is tried again, when nothing else would save.
+const SAVE_RETRY: Duration = Duration::from_secs(5);
 
 /// The fleet's counts for a step, as Prometheus gave them: `Ok(None)` with no series.
 pub type FleetCounts = (usize, Result<Option<(CohortCounts, CohortCounts)>, String>);
@@ -137,7 +147,10 @@ impl Rollouts {
         let plan = &active.plan;
         match &plan.source {
             Source::Follow(remote) => Some((remote.every, Job::Follow(remote.clone()))),
-            _ if !active.state.phase.is_judged() => None,
+            _ if !active.state.phase.is_judged() => active
+                .save_error
+                .is_some()
+                .then_some((SAVE_RETRY, Job::Save)),
             Source::Local => Some((plan.interval, Job::Analyze)),
             Source::Prometheus(remote) => Some((
                 plan.interval,
@@ -352,7 +365,14 @@ impl Rollouts {
         Ok(self.apply(live, next, None, transition))
     }
 
-    /// Puts `next` (and a follower's new `steps`) in force: new cohorts at a new step,
+    /// Saves again a state whose last save failed.
+    pub fn retry_save(&mut self) {
+        if let Some(active) = self.active.as_mut() {
+            active.save();
+        }
+    }
+
+    /// Puts `next` (and a follower's new `steps`) in force: new cohorts at a new weight,
     /// the transition logged and kept, the state saved, the metrics set.
     fn apply(
         &mut self,
@@ -363,7 +383,10 @@ impl Rollouts {
     ) -> Option<Snapshot> {
         let active = self.active.as_mut().expect("called with an active rollout");
         let before = (active.state.phase, active.state.step, active.weight());
-        if next.step != active.state.step || active.cohorts.is_empty() {
+        // Cohorts are per weight: two weights in one cohort would mix two populations
+        // (and two times of day) into one comparison.
+        let weight = next.weight(steps.as_deref().unwrap_or(&active.steps));
+        if next.step != active.state.step || weight != before.2 || active.cohorts.is_empty() {
             active.cohorts.push(Arc::new(StepCohorts::new(next.step)));
         }
         let changed = next != active.state || steps.as_ref().is_some_and(|s| *s != active.steps);
@@ -396,7 +419,7 @@ impl Rollouts {
                 active.transitions.pop_front();
             }
         }
-        if changed {
+        if changed || active.save_error.is_some() {
             active.save();
         }
         publish(&self.metrics, active);
@@ -497,6 +520,7 @@ impl Active {
         let (state, steps, transitions, start) =
             resume(&plan, state_file::load(&plan.state_file), now_ms);
         let mut load_error = None;
+        let mut keep_unreadable = false;
         match &start {
             Start::New if matches!(plan.source, Source::Follow(_)) => info!(
                 rule,
@@ -525,9 +549,13 @@ impl Active {
                 "rollout started afresh: the state file held another rollout"
             ),
             Start::Unreadable(why) => {
-                let kept = state_file::set_aside(&plan.state_file)
-                    .map(|p| format!("; kept as {}", p.display()))
-                    .unwrap_or_default();
+                let kept = match state_file::set_aside(&plan.state_file) {
+                    Ok(aside) => format!("; kept as {}", aside.display()),
+                    Err(err) => {
+                        keep_unreadable = true;
+                        format!("; it could not be copied aside ({err}), so it is not overwritten until the rollout is resumed, promoted or aborted")
+                    }
+                };
                 let message = format!("{why}{kept}; {}", held_note(&plan));
                 error!(rule, "rollout state file unreadable: {message}");
                 load_error = Some(message);
@@ -541,6 +569,8 @@ impl Active {
             analyses: VecDeque::new(),
             load_error,
             save_error: None,
+            keep_unreadable,
+            saved: None,
             follow_error: None,
             followed_at_ms: None,
             plan,
@@ -598,6 +628,13 @@ impl Active {
     }
 
     fn save(&mut self) {
+        if self.keep_unreadable && self.load_error.is_some() {
+            return;
+        }
+        let current = (self.state.clone(), self.steps.clone());
+        if self.save_error.is_none() && self.saved.as_ref() == Some(&current) {
+            return;
+        }
         let saved = Saved {
             format: state_file::FORMAT,
             identity: self.plan.identity(),
@@ -607,7 +644,10 @@ impl Active {
             saved_at_ms: now_ms(),
         };
         match state_file::save(&self.plan.state_file, &saved) {
-            Ok(()) => self.save_error = None,
+            Ok(()) => {
+                self.save_error = None;
+                self.saved = Some(current);
+            }
             Err(err) => {
                 let message = format!("cannot save {}: {err}", self.plan.state_file.display());
                 error!(

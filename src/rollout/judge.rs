@@ -182,12 +182,15 @@ pub fn judge(
         level_fail,
     };
     let m = settings.latency_margin;
+    // How much more latency varies between users than between requests: the rank and
+    // tail checks, which have no per-group form, are widened by as much.
+    let design_effect = latency_design_effect(canary).max(latency_design_effect(control));
     analysis.checks = vec![
         errors_check(canary, control, settings.error_margin, &looks),
         error_rate_check(canary, settings.max_error_rate, &looks),
-        latency_rank_check(canary, control, m, &looks),
+        latency_rank_check(canary, control, m, design_effect, &looks),
         latency_mean_check(canary, control, m, &looks),
-        p99_check(canary, settings.max_p99, &looks),
+        p99_check(canary, settings.max_p99, design_effect, &looks),
     ];
     let failed: Vec<&str> = analysis
         .checks
@@ -291,6 +294,19 @@ fn errors_check(
         control.errors,
         control.requests,
     );
+    // Users, not requests, were split: each cohort's variance is at least what its
+    // user groups show.
+    let (pc, pk) = (
+        stats::adjusted_proportion(canary.errors as f64, canary.requests),
+        stats::adjusted_proportion(control.errors as f64, control.requests),
+    );
+    let variance = pc.standard_error.powi(2).max(across_groups(
+        canary,
+        CohortCounts::error_rate_variance_across_groups,
+    )) + pk.standard_error.powi(2).max(across_groups(
+        control,
+        CohortCounts::error_rate_variance_across_groups,
+    ));
     let statistic = stats::two_proportion_z(
         canary.errors,
         canary.requests,
@@ -306,18 +322,22 @@ fn errors_check(
     looks.check(
         "errors",
         format!("canary error rate minus control's, at most {margin}"),
-        Some((d.estimate, d.standard_error)),
+        Some((d.estimate, variance.sqrt())),
         margin,
         statistic,
     )
 }
 
 fn error_rate_check(canary: &CohortCounts, max: f64, looks: &Looks) -> Check {
-    let p = stats::adjusted_proportion(canary.errors, canary.requests);
+    let p = stats::adjusted_proportion(canary.errors as f64, canary.requests);
+    let variance = p.standard_error.powi(2).max(across_groups(
+        canary,
+        CohortCounts::error_rate_variance_across_groups,
+    ));
     looks.check(
         "error_rate",
         format!("canary error rate, at most {max}"),
-        Some((p.estimate, p.standard_error)),
+        Some((p.estimate, variance.sqrt())),
         max,
         None,
     )
@@ -327,6 +347,7 @@ fn latency_rank_check(
     canary: &CohortCounts,
     control: &CohortCounts,
     m: f64,
+    design_effect: f64,
     looks: &Looks,
 ) -> Check {
     let scaled: Vec<(f64, u64)> = control
@@ -341,7 +362,10 @@ fn latency_rank_check(
             "chance a canary request is slower than a control request made {:.0} % slower, at most 1/2",
             m * 100.0
         ),
-        test.map(|t| (t.probability_of_superiority(), t.standard_error())),
+        test.map(|t| {
+            let se = t.standard_error() * design_effect.sqrt();
+            (t.probability_of_superiority(), se)
+        }),
         0.5,
         test.map(|t| Statistic {
             name: "z",
@@ -366,6 +390,22 @@ fn latency_mean_check(
         ),
         _ => None,
     };
+    // Each cohort's share of the variance is at least what its user groups show.
+    let r = 1.0 + m;
+    let robust = match (canary.moments(), control.moments()) {
+        (Some((_, vc)), Some((_, vk))) => {
+            let c = (vc / canary.timed() as f64).max(across_groups(
+                canary,
+                CohortCounts::mean_variance_across_groups,
+            ));
+            let k = (vk / control.timed() as f64).max(across_groups(
+                control,
+                CohortCounts::mean_variance_across_groups,
+            ));
+            Some((c + r * r * k).sqrt())
+        }
+        _ => None,
+    };
     // In milliseconds, as people read latency.
     looks.check(
         "latency_mean",
@@ -373,7 +413,8 @@ fn latency_mean_check(
             "canary mean latency minus control's made {:.0} % slower, in ms, at most 0",
             m * 100.0
         ),
-        test.map(|t| (t.difference / 1000.0, t.standard_error / 1000.0)),
+        test.zip(robust)
+            .map(|(t, se)| (t.difference / 1000.0, se.max(t.standard_error) / 1000.0)),
         0.0,
         test.map(|t| Statistic {
             name: "welch_t",
@@ -384,23 +425,68 @@ fn latency_mean_check(
     )
 }
 
-fn p99_check(canary: &CohortCounts, max_p99: Duration, looks: &Looks) -> Check {
+/// The share at or above the gate, from the buckets: a failure counts only the
+/// requests surely above it, a pass counts those perhaps above it too, so a canary
+/// whose latency sits in the gate's own bucket is neither passed nor failed for it.
+fn p99_check(canary: &CohortCounts, max_p99: Duration, design_effect: f64, looks: &Looks) -> Check {
     let micros = u64::try_from(max_p99.as_micros()).unwrap_or(u64::MAX);
     let timed = canary.timed();
-    let tail = (timed > 0).then(|| {
-        let p = stats::adjusted_proportion(canary.at_least(micros), timed);
-        (p.estimate, p.standard_error)
-    });
-    looks.check(
+    let question = format!(
+        "share of canary requests at or above {}, at most {P99_TAIL}",
+        humantime::format_duration(max_p99)
+    );
+    if timed == 0 {
+        return looks.check("p99", question, None, P99_TAIL, None);
+    }
+    let (surely, perhaps) = canary.at_least(micros);
+    let (low, high) = (
+        stats::adjusted_proportion(surely as f64, timed),
+        stats::adjusted_proportion(perhaps as f64, timed),
+    );
+    let inflate = design_effect.sqrt();
+    let mut check = looks.check(
         "p99",
-        format!(
-            "share of canary requests at or above {}, at most {P99_TAIL}",
-            humantime::format_duration(max_p99)
-        ),
-        tail,
+        question,
+        Some((low.estimate, low.standard_error * inflate)),
         P99_TAIL,
         None,
-    )
+    );
+    check.pass_upper = high.estimate + PASS_STANDARD_ERRORS * high.standard_error * inflate;
+    check.result = if check.lower > P99_TAIL {
+        Verdict::Fail
+    } else if check.pass_upper <= P99_TAIL {
+        Verdict::Pass
+    } else {
+        Verdict::Inconclusive
+    };
+    check
+}
+
+/// A variance measured across user groups: infinite when the groups are known but
+/// fewer than two hold requests (a cohort of a user or two says nothing of users),
+/// and 0 (no say) when they are not known.
+fn across_groups(counts: &CohortCounts, variance: fn(&CohortCounts) -> Option<f64>) -> f64 {
+    if counts.groups.is_empty() {
+        return 0.0;
+    }
+    variance(counts).unwrap_or(f64::INFINITY)
+}
+
+/// The mean latency's variance across user groups over its variance across requests,
+/// at least 1.
+fn latency_design_effect(counts: &CohortCounts) -> f64 {
+    let Some((_, variance)) = counts.moments() else {
+        return 1.0;
+    };
+    let independent = variance / counts.timed() as f64;
+    let across = across_groups(counts, CohortCounts::mean_variance_across_groups);
+    if independent > 0.0 && across.is_finite() {
+        (across / independent).max(1.0)
+    } else if across.is_infinite() {
+        f64::INFINITY
+    } else {
+        1.0
+    }
 }
 
 pub fn summary(counts: &CohortCounts) -> CohortSummary {
@@ -521,6 +607,31 @@ mod tests {
             .find(|c| c.check == "latency_rank")
             .unwrap();
         assert_eq!(rank.result, Verdict::Fail, "{rank:?}");
+    }
+
+    #[test]
+    fn a_canary_just_under_the_p99_gate_is_never_failed_for_it() {
+        // Every request at 146 ms against a 150 ms gate: 146 ms shares the gate's
+        // bucket, [144.2, 150.7) ms, so the buckets cannot tell it is under.
+        let at = |ms: f64, n: u64| cohort(n, 0, ms, ms);
+        let settings = JudgeSettings {
+            max_p99: Duration::from_millis(150),
+            ..settings()
+        };
+        let a = judge(&at(146.0, 20_000), &at(146.0, 20_000), &settings, 1);
+        let p99 = a.checks.iter().find(|c| c.check == "p99").unwrap();
+        assert_eq!(p99.result, Verdict::Inconclusive, "{p99:?}");
+        // Well under it passes; in buckets wholly above it fails.
+        let a = judge(&at(130.0, 20_000), &at(130.0, 20_000), &settings, 1);
+        assert_eq!(
+            a.checks.iter().find(|c| c.check == "p99").unwrap().result,
+            Verdict::Pass
+        );
+        let a = judge(&at(160.0, 20_000), &at(160.0, 20_000), &settings, 1);
+        assert_eq!(
+            a.checks.iter().find(|c| c.check == "p99").unwrap().result,
+            Verdict::Fail
+        );
     }
 
     #[test]

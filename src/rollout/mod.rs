@@ -31,7 +31,7 @@ mod simulation;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -155,9 +155,26 @@ impl Tap {
         }
     }
 
+    /// A cohort request under way: recorded as abandoned unless its answer comes.
+    pub fn pending(&self, cohort: Cohort, group: u8, started: Instant) -> Option<Pending> {
+        Some(Pending {
+            cohorts: Some(Arc::clone(self.cohorts.as_ref()?)),
+            cohort,
+            group,
+            started,
+        })
+    }
+
     /// Records a finished request of `cohort` that `served_by` answered with `status`.
     /// A canary request the stable pool served (a fallback) is a canary failure.
-    pub fn record(&self, cohort: Cohort, served_by: PoolId, status: u16, elapsed: Duration) {
+    pub fn record(
+        &self,
+        cohort: Cohort,
+        group: u8,
+        served_by: PoolId,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let Some(cohorts) = &self.cohorts else {
             return;
         };
@@ -166,6 +183,38 @@ impl Tap {
         } else {
             Outcome::Answered { status }
         };
-        cohorts.record(cohort, outcome, elapsed);
+        cohorts.record(cohort, group, outcome, elapsed);
+    }
+}
+
+/// A cohort request between its decision and its answer's head. If it is dropped
+/// before [`Pending::answered`] (the client went away while the upstream was slow, or
+/// never answered), the request is recorded as abandoned: otherwise a hung canary would
+/// show no requests at all and never be judged.
+#[derive(Debug)]
+pub struct Pending {
+    cohorts: Option<Arc<StepCohorts>>,
+    cohort: Cohort,
+    group: u8,
+    started: Instant,
+}
+
+impl Pending {
+    /// The answer came: the record phase records the request.
+    pub fn answered(mut self) {
+        self.cohorts = None;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(cohorts) = self.cohorts.take() {
+            cohorts.record(
+                self.cohort,
+                self.group,
+                Outcome::Abandoned,
+                self.started.elapsed(),
+            );
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! The fleet's cohorts, read from Prometheus: the same counts the local cohorts give,
 //! summed over every instance Prometheus scrapes, for the step's window.
 //!
-//! Three instant queries at `time = now - eval_delay` (so the last scrape has landed),
-//! each the increase since the step began:
+//! Five instant queries at `time = now - eval_delay` (so the last scrape has landed),
+//! each the increase since the step began (`W`), summed over every instance:
 //!
 //! ```promql
-//! sum by (cohort) (increase(graygate_rollout_cohort_requests_total{rule="R", version="V"}[W]))
-//! sum by (cohort) (increase(graygate_rollout_cohort_errors_total{rule="R", version="V"}[W]))
+//! sum by (cohort, group) (increase(graygate_rollout_cohort_requests_total{rule="R", version="V"}[W]))
+//! sum by (cohort, group) (increase(graygate_rollout_cohort_errors_total{rule="R", version="V"}[W]))
+//! sum by (cohort, group) (increase(graygate_rollout_cohort_fallbacks_total{rule="R", version="V"}[W]))
+//! sum by (cohort, group) (increase(graygate_rollout_cohort_latency_seconds_total{rule="R", version="V"}[W]))
 //! sum by (cohort, le) (increase(graygate_rollout_cohort_duration_seconds_bucket{rule="R", version="V"}[W]))
 //! ```
 //!
@@ -19,22 +21,31 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::cohort::{CohortCounts, BUCKETS};
+use super::cohort::{CohortCounts, GroupCounts, BUCKETS};
 use super::Remote;
 use crate::control::client;
 use crate::metrics::bucket_bounds;
+use crate::routing::USER_GROUPS;
 
-/// The three queries for a rollout of `rule` at `version` over the last `window`.
-pub fn queries(rule: &str, version: &str, window: Duration) -> [String; 3] {
+/// The five queries for a rollout of `rule` at `version` over the last `window`:
+/// requests, errors, fallbacks and summed latency per cohort and group, then buckets.
+pub fn queries(rule: &str, version: &str, window: Duration) -> [String; 5] {
     let selector = format!(
         "{{rule=\"{}\", version=\"{}\"}}",
         escape(rule),
         escape(version)
     );
     let range = format!("[{}ms]", window.as_millis().max(1));
+    let by_group = |metric: &str| {
+        format!(
+            "sum by (cohort, group) (increase(graygate_rollout_cohort_{metric}{selector}{range}))"
+        )
+    };
     [
-        format!("sum by (cohort) (increase(graygate_rollout_cohort_requests_total{selector}{range}))"),
-        format!("sum by (cohort) (increase(graygate_rollout_cohort_errors_total{selector}{range}))"),
+        by_group("requests_total"),
+        by_group("errors_total"),
+        by_group("fallbacks_total"),
+        by_group("latency_seconds_total"),
         format!(
             "sum by (cohort, le) (increase(graygate_rollout_cohort_duration_seconds_bucket{selector}{range}))"
         ),
@@ -63,7 +74,7 @@ pub async fn fetch(
     let time = (UNIX_EPOCH + Duration::from_millis(eval_ms))
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let mut answers = Vec::with_capacity(3);
+    let mut answers = Vec::with_capacity(5);
     for query in queries(rule, version, window) {
         let parameters: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("query", &query)
@@ -75,7 +86,7 @@ pub async fn fetch(
             .map_err(|e| format!("{}: {e}", remote.url))?;
         answers.push(vector(status, &body).map_err(|e| format!("{}: {e}", remote.url))?);
     }
-    counts(&answers[0], &answers[1], &answers[2])
+    counts(&answers)
 }
 
 /// The result vector of an instant query's answer.
@@ -95,9 +106,8 @@ fn vector(status: u16, body: &str) -> Result<Vec<Value>, String> {
     }
 }
 
-/// One sample's value, rounded to a count; `increase()` may extrapolate a little
-/// below zero or to fractions.
-fn sample(series: &Value) -> Result<u64, String> {
+/// One sample's value: `increase()` may extrapolate a little below zero.
+fn sample(series: &Value) -> Result<f64, String> {
     let text = series["value"][1]
         .as_str()
         .ok_or("a sample without a value")?;
@@ -105,10 +115,15 @@ fn sample(series: &Value) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a number"))?;
     Ok(if value.is_finite() && value > 0.0 {
-        value.round() as u64
+        value
     } else {
-        0
+        0.0
     })
+}
+
+/// A sample as a count (extrapolated increases have fractions).
+fn count(series: &Value) -> Result<u64, String> {
+    Ok(sample(series)?.round() as u64)
 }
 
 /// Which cohort a series is of.
@@ -120,26 +135,52 @@ fn cohort(series: &Value) -> Option<usize> {
     }
 }
 
-/// The canary's and the control's counts from the three answers (requests, errors,
-/// cumulative buckets); `None` when there is no series of requests at all.
-pub fn counts(
-    requests: &[Value],
-    errors: &[Value],
-    buckets: &[Value],
-) -> Result<Option<(CohortCounts, CohortCounts)>, String> {
+/// Which user group a series is of.
+fn group(series: &Value) -> Result<usize, String> {
+    let text = series["metric"]["group"]
+        .as_str()
+        .ok_or("a series without `group`")?;
+    match text.parse::<usize>() {
+        Ok(g) if g < USER_GROUPS => Ok(g),
+        _ => Err(format!("`group` {text} is not one of 0..{USER_GROUPS}")),
+    }
+}
+
+/// The canary's and the control's counts from the five answers (requests, errors,
+/// fallbacks and latency per group, then cumulative buckets); `None` when there is no
+/// series of requests at all.
+pub fn counts(answers: &[Vec<Value>]) -> Result<Option<(CohortCounts, CohortCounts)>, String> {
+    let [requests, errors, fallbacks, latency, buckets] = answers else {
+        return Err("five answers expected".into());
+    };
     if requests.is_empty() {
         return Ok(None);
     }
     let mut cohorts = [CohortCounts::default(), CohortCounts::default()];
-    for series in requests {
-        if let Some(c) = cohort(series) {
-            cohorts[c].requests = sample(series)?;
+    for counts in &mut cohorts {
+        counts.groups = vec![GroupCounts::default(); USER_GROUPS];
+    }
+    for (answer, field) in [(requests, 0), (errors, 1), (fallbacks, 2), (latency, 3)] {
+        for series in answer {
+            let Some(c) = cohort(series) else { continue };
+            let g = &mut cohorts[c].groups[group(series)?];
+            match field {
+                0 => g.requests = count(series)?,
+                1 => g.errors = count(series)?,
+                2 => g.untimed = count(series)?,
+                _ => g.sum_micros = (sample(series)? * 1e6).round() as u64,
+            }
         }
     }
-    for series in errors {
-        if let Some(c) = cohort(series) {
-            cohorts[c].errors = sample(series)?.min(cohorts[c].requests);
+    for counts in &mut cohorts {
+        for g in &mut counts.groups {
+            // Rounded extrapolations: never more errors or fallbacks than requests.
+            g.errors = g.errors.min(g.requests);
+            g.untimed = g.untimed.min(g.requests);
         }
+        counts.requests = counts.groups.iter().map(|g| g.requests).sum();
+        counts.errors = counts.groups.iter().map(|g| g.errors).sum();
+        counts.sum_micros = counts.groups.iter().map(|g| g.sum_micros).sum();
     }
     let bounds = bucket_bounds();
     let mut cumulative: [Vec<(usize, u64)>; 2] = [Vec::new(), Vec::new()];
@@ -150,7 +191,7 @@ pub fn counts(
             .ok_or("a bucket without `le`")?;
         let bucket = bucket_index(le, &bounds)
             .ok_or_else(|| format!("`le` {le} is not one of the judge's buckets"))?;
-        cumulative[c].push((bucket, sample(series)?));
+        cumulative[c].push((bucket, count(series)?));
     }
     for (counts, mut cumulative) in cohorts.iter_mut().zip(cumulative) {
         if cumulative.is_empty() {
@@ -192,33 +233,39 @@ mod tests {
         json!({ "metric": metric, "value": [1700000000.0, value] })
     }
 
+    fn grouped(cohort: &str, group: usize, value: &str) -> Value {
+        json!({ "metric": { "cohort": cohort, "group": group.to_string() }, "value": [1700000000.0, value] })
+    }
+
     #[test]
     fn the_queries_select_the_rollout_and_escape_its_version() {
-        let [requests, errors, buckets] =
+        let [requests, errors, fallbacks, latency, buckets] =
             queries("canary-rollout", "v2 \"rc\"", Duration::from_secs(90));
         assert_eq!(
             requests,
-            r#"sum by (cohort) (increase(graygate_rollout_cohort_requests_total{rule="canary-rollout", version="v2 \"rc\""}[90000ms]))"#
+            r#"sum by (cohort, group) (increase(graygate_rollout_cohort_requests_total{rule="canary-rollout", version="v2 \"rc\""}[90000ms]))"#
         );
         assert!(errors.contains("graygate_rollout_cohort_errors_total{"));
+        assert!(fallbacks.contains("graygate_rollout_cohort_fallbacks_total{"));
+        assert!(latency.contains("graygate_rollout_cohort_latency_seconds_total{"));
         assert!(buckets.starts_with(
             "sum by (cohort, le) (increase(graygate_rollout_cohort_duration_seconds_bucket{"
         ));
     }
 
     #[test]
-    fn cumulative_buckets_become_the_judges_counts() {
+    fn answers_become_the_judges_counts() {
         let bounds = bucket_bounds();
         let le = |i: usize| format!("{}", bounds[i]);
-        let requests = [
-            series("canary", None, "99.6"),
-            series("control", None, "1000"),
+        let requests = vec![
+            grouped("canary", 0, "60.4"),
+            grouped("canary", 7, "39.6"),
+            grouped("control", 3, "1000"),
         ];
-        let errors = [
-            series("canary", None, "3.2"),
-            series("control", None, "1200"),
-        ];
-        let buckets = [
+        let errors = vec![grouped("canary", 7, "3.2"), grouped("control", 3, "1200")];
+        let fallbacks = vec![grouped("canary", 7, "1")];
+        let latency = vec![grouped("canary", 0, "1.5"), grouped("control", 3, "20")];
+        let buckets = vec![
             series("canary", Some(&le(100)), "40"),
             series("canary", Some(&le(101)), "38.7"), // an extrapolation dip: 0, not negative
             series("canary", Some(&le(102)), "99.5"),
@@ -226,8 +273,22 @@ mod tests {
             series("control", Some(&le(5)), "1000"),
             series("control", Some("+Inf"), "1000"),
         ];
-        let (canary, control) = counts(&requests, &errors, &buckets).unwrap().unwrap();
+        let (canary, control) = counts(&[requests, errors, fallbacks, latency, buckets])
+            .unwrap()
+            .unwrap();
         assert_eq!((canary.requests, canary.errors), (100, 3));
+        assert_eq!(
+            (
+                canary.groups[0].requests,
+                canary.groups[7].requests,
+                canary.groups[7].untimed
+            ),
+            (60, 40, 1)
+        );
+        assert_eq!(
+            (canary.groups[0].sum_micros, canary.sum_micros),
+            (1_500_000, 1_500_000)
+        );
         assert_eq!(
             (control.requests, control.errors),
             (1000, 1000),
@@ -241,18 +302,23 @@ mod tests {
             ),
             (40, 0, 60)
         );
-        assert_eq!(canary.timed(), 100);
         assert_eq!((control.latency[5], control.timed()), (1000, 1000));
     }
 
     #[test]
     fn no_series_is_no_data_and_a_failed_query_is_an_error() {
-        assert_eq!(counts(&[], &[], &[]).unwrap(), None);
+        assert_eq!(
+            counts(&[vec![], vec![], vec![], vec![], vec![]]).unwrap(),
+            None
+        );
         assert!(vector(200, r#"{"status":"error","error":"parse error"}"#)
             .unwrap_err()
             .contains("parse error"));
         assert!(vector(502, "<html>").is_err());
-        let strange = [series("canary", Some("0.123456"), "1")];
-        assert!(counts(&[series("canary", None, "1")], &[], &strange).is_err());
+        let strange = vec![series("canary", Some("0.123456"), "1")];
+        let one = vec![grouped("canary", 0, "1")];
+        assert!(counts(&[one.clone(), vec![], vec![], vec![], strange]).is_err());
+        let bad_group = vec![grouped("canary", 16, "1")];
+        assert!(counts(&[bad_group, vec![], vec![], vec![], vec![]]).is_err());
     }
 }

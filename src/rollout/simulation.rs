@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
-use super::cohort::{lower_bound, upper_bound, CohortCounts, BUCKETS};
+use super::cohort::{lower_bound, upper_bound, CohortCounts, GroupCounts, BUCKETS};
 use super::judge::{judge, JudgeSettings};
 use super::machine::{next, Input, Limits, Phase, RolloutState};
 use super::schedule::Schedule;
+use crate::routing::USER_GROUPS;
 
 /// A version's behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +40,8 @@ const STABLE: Service = Service {
 #[derive(Debug, Clone)]
 struct Scenario {
     requests_per_second: f64,
+    /// Users whose errors cluster, when any.
+    clustered: Option<Clustered>,
     /// `error_margin` and `latency_margin`.
     margins: (f64, f64),
     canary: Service,
@@ -132,20 +135,58 @@ fn latency_chain(service: Service) -> Vec<(usize, f64)> {
     chain
 }
 
-/// Adds `n` requests of `service` to `counts`.
+/// Users whose requests fail together: a few of them, each with its own bucket and
+/// user group, answered with errors at `error_rate` by either version (a broken client,
+/// an account in a bad state). Everyone else is `Service`'s.
+#[derive(Debug, Clone, Copy)]
+struct Clustered {
+    users: u64,
+    bad_users: u64,
+    error_rate: f64,
+}
+
+/// Adds to `counts` the cohort's `good` requests (spread evenly over the user groups)
+/// and each listed bad user's `(group, requests, error rate)`, as `service` answers them.
 fn draw(
     rng: &mut fastrand::Rng,
     counts: &mut CohortCounts,
-    n: u64,
+    good: u64,
+    bad: &[(u8, u64, f64)],
     service: Service,
     chain: &[(usize, f64)],
 ) {
-    counts.requests += n;
-    counts.errors += binomial(rng, n, service.error_rate);
-    if counts.latency.is_empty() {
+    if counts.groups.is_empty() {
+        counts.groups = vec![GroupCounts::default(); USER_GROUPS];
         counts.latency = vec![0; BUCKETS];
     }
-    let mut left = n;
+    let mut new = [(0u64, 0u64); USER_GROUPS];
+    let mut left = good;
+    for (g, slot) in new.iter_mut().enumerate() {
+        let n = if g + 1 == USER_GROUPS {
+            left
+        } else {
+            binomial(rng, left, 1.0 / (USER_GROUPS - g) as f64)
+        };
+        left -= n;
+        *slot = (n, binomial(rng, n, service.error_rate));
+    }
+    for &(group, n, error_rate) in bad {
+        let slot = &mut new[usize::from(group)];
+        slot.0 += n;
+        slot.1 += binomial(rng, n, error_rate);
+    }
+    // Every request's latency is the service's: each group's sum by the normal
+    // approximation, the histogram by buckets.
+    let (median, sigma) = (service.median_ms * 1000.0, service.sigma);
+    let mean = median * (sigma * sigma / 2.0).exp();
+    let sd = mean * ((sigma * sigma).exp() - 1.0).sqrt();
+    for (g, &(n, errors)) in counts.groups.iter_mut().zip(&new) {
+        g.requests += n;
+        g.errors += errors;
+        let sum = n as f64 * mean + (n as f64).sqrt() * sd * normal(rng);
+        g.sum_micros += sum.max(0.0) as u64;
+    }
+    let mut left: u64 = new.iter().map(|&(n, _)| n).sum();
     for &(bucket, p) in chain {
         if left == 0 {
             break;
@@ -158,6 +199,15 @@ fn draw(
     if let (Some(&(bucket, _)), true) = (chain.last(), left > 0) {
         counts.latency[bucket] += left;
     }
+    counts.requests = counts.groups.iter().map(|g| g.requests).sum();
+    counts.errors = counts.groups.iter().map(|g| g.errors).sum();
+    counts.sum_micros = counts.groups.iter().map(|g| g.sum_micros).sum();
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut fastrand::Rng) -> f64 {
+    let (u, v) = (1.0 - rng.f64(), rng.f64());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 fn simulate(scenario: &Scenario, seed: u64) -> Run {
@@ -182,28 +232,57 @@ fn simulate(scenario: &Scenario, seed: u64) -> Run {
     let mut state = RolloutState::start(0);
     let (mut canary, mut control) = (CohortCounts::default(), CohortCounts::default());
     let per_interval = scenario.requests_per_second * INTERVAL_S as f64;
+    // The clustered users, each at a bucket and in a user group of its own draw.
+    let bad_users: Vec<(u16, u8)> = scenario.clustered.map_or(Vec::new(), |c| {
+        (0..c.bad_users)
+            .map(|_| (rng.u16(..1000), rng.u8(..16)))
+            .collect()
+    });
     for analysis in 1..=scenario.max_analyses {
         let now = analysis as u64 * INTERVAL_S * 1000;
-        let weight = f64::from(state.weight(&steps)) / 1000.0;
+        let weight = state.weight(&steps);
         let total = per_interval.floor() as u64 + u64::from(rng.f64() < per_interval.fract());
-        let to_canary = binomial(&mut rng, total, weight);
+        let (mut bad_canary, mut bad_control, mut bad_total) = (Vec::new(), Vec::new(), 0);
+        if let Some(c) = scenario.clustered {
+            for &(bucket, group) in &bad_users {
+                let n = binomial(&mut rng, total, 1.0 / c.users as f64);
+                bad_total += n;
+                let side = if bucket < weight {
+                    &mut bad_canary
+                } else {
+                    &mut bad_control
+                };
+                side.push((group, n, c.error_rate));
+            }
+        }
+        // The rest of the users: a weight's share of them on the canary.
+        let good_share = scenario.clustered.map_or(f64::from(weight) / 1000.0, |c| {
+            let bad_in_canary = bad_canary.len() as f64;
+            let good_users = (c.users - c.bad_users) as f64;
+            ((f64::from(weight) / 1000.0 * c.users as f64 - bad_in_canary) / good_users)
+                .clamp(0.0, 1.0)
+        });
+        let good = total - bad_total.min(total);
+        let to_canary = binomial(&mut rng, good, good_share);
         draw(
             &mut rng,
             &mut canary,
             to_canary,
+            &bad_canary,
             scenario.canary,
             &canary_buckets,
         );
         draw(
             &mut rng,
             &mut control,
-            total - to_canary,
+            good - to_canary,
+            &bad_control,
             scenario.control,
             &control_buckets,
         );
         let a = judge(&canary, &control, &settings, judged);
         let (after, _) = next(&state, &limits, Input::Analysis(a.verdict, &a.reason), now).unwrap();
-        if after.step != state.step {
+        if after.step != state.step || after.weight(&steps) != weight {
             (canary, control) = (CohortCounts::default(), CohortCounts::default());
         }
         state = after;
@@ -247,6 +326,7 @@ const RUNS: u64 = 1000;
 fn healthy_rollouts_abort_at_most_alpha_of_the_time_and_mostly_promote() {
     let scenario = Scenario {
         requests_per_second: 200.0,
+        clustered: None,
         margins: (0.002, 0.10),
         canary: STABLE,
         control: STABLE,
@@ -286,6 +366,7 @@ fn healthy_rollouts_abort_at_most_alpha_of_the_time_and_mostly_promote() {
 fn a_canary_exactly_on_its_thresholds_aborts_at_most_alpha_of_the_time() {
     let scenario = Scenario {
         requests_per_second: 200.0,
+        clustered: None,
         margins: (0.0, 0.0),
         canary: STABLE,
         control: STABLE,
@@ -303,10 +384,50 @@ fn a_canary_exactly_on_its_thresholds_aborts_at_most_alpha_of_the_time() {
     );
 }
 
+/// Users, not requests, are what the hash splits. Here 10 of 5,000 users fail 30 % of
+/// their requests on either version (a broken client, say), the rest 0.05 %: at 10‰
+/// the canary holds about 50 users, and one bad user among them makes its error rate
+/// look six times the control's. Judged request by request, that aborted 8 % of these
+/// healthy rollouts; judged across user groups, it must stay within alpha.
+#[test]
+fn healthy_rollouts_with_users_whose_errors_cluster_abort_at_most_alpha_of_the_time() {
+    let scenario = Scenario {
+        requests_per_second: 200.0,
+        clustered: Some(Clustered {
+            users: 5000,
+            bad_users: 10,
+            error_rate: 0.3,
+        }),
+        margins: (0.002, 0.10),
+        canary: Service {
+            error_rate: 0.0005,
+            ..STABLE
+        },
+        control: Service {
+            error_rate: 0.0005,
+            ..STABLE
+        },
+        max_analyses: 240,
+    };
+    let results = runs(&scenario, RUNS, 6);
+    let aborted = count(&results, Phase::Aborted);
+    let bound = Binomial::new(0.01, RUNS).unwrap().inverse_cdf(0.999);
+    eprintln!(
+        "clustered errors: {aborted} of {RUNS} aborted (bound {bound}), {} promoted, {} paused",
+        count(&results, Phase::Promoted),
+        count(&results, Phase::Paused)
+    );
+    assert!(
+        aborted as u64 <= bound,
+        "{aborted} false aborts in {RUNS} rollouts"
+    );
+}
+
 #[test]
 fn a_canary_with_two_points_more_errors_is_aborted() {
     let scenario = Scenario {
         requests_per_second: 200.0,
+        clustered: None,
         margins: (0.002, 0.10),
         canary: Service {
             error_rate: STABLE.error_rate + 0.02,
@@ -329,6 +450,7 @@ fn a_canary_with_two_points_more_errors_is_aborted() {
 fn a_canary_thirty_percent_slower_is_aborted() {
     let scenario = Scenario {
         requests_per_second: 200.0,
+        clustered: None,
         margins: (0.002, 0.10),
         canary: Service {
             median_ms: STABLE.median_ms * 1.3,
@@ -361,6 +483,7 @@ fn two_requests_a_second_hold_and_never_promote_or_abort() {
     ] {
         let scenario = Scenario {
             requests_per_second: 2.0,
+            clustered: None,
             margins: (0.002, 0.10),
             canary,
             control: STABLE,

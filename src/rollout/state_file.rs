@@ -42,6 +42,13 @@ pub enum Loaded {
 }
 
 pub fn load(path: &Path) -> Loaded {
+    // A symlink whose target is gone is not "no state yet": the state is lost.
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) && !path.exists() {
+        return Loaded::Unreadable(format!(
+            "{} is a symlink to a file that does not exist",
+            path.display()
+        ));
+    }
     let text = match read_bounded(path) {
         Ok(text) => text,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Loaded::Missing,
@@ -87,8 +94,16 @@ fn read_bounded(path: &Path) -> io::Result<String> {
     Ok(text)
 }
 
-/// Replaces the state file with `saved`, atomically and durably.
+/// Replaces the state file with `saved`, atomically and durably. A symlinked state file
+/// is replaced where it points, so the link stays.
 pub fn save(path: &Path, saved: &Saved) -> io::Result<()> {
+    let target;
+    let path = if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        target = fs::canonicalize(path)?;
+        target.as_path()
+    } else {
+        path
+    };
     let mut text = serde_json::to_string_pretty(saved).map_err(io::Error::other)?;
     text.push('\n');
     let temporary = sibling(path, ".tmp");
@@ -115,6 +130,10 @@ pub fn save(path: &Path, saved: &Saved) -> io::Result<()> {
 /// Copies an unreadable state file aside (`<file>.unreadable`), so the next save does
 /// not destroy what an operator may want to look at.
 pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
+    // Only a regular file: copying a FIFO would block forever.
+    if !fs::metadata(path)?.is_file() {
+        return Err(io::Error::other("not a regular file; left as it is"));
+    }
     let aside = sibling(path, ".unreadable");
     fs::copy(path, &aside)?;
     Ok(aside)
@@ -179,5 +198,27 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert!(matches!(load(&path), Loaded::Unreadable(m) if m.contains("not a regular file")));
+        // Copying a FIFO aside would block forever: it is refused at once.
+        assert!(set_aside(&path).is_err());
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), &path).unwrap();
+        assert!(matches!(load(&path), Loaded::Unreadable(m) if m.contains("does not exist")));
+    }
+
+    #[test]
+    fn a_symlinked_state_file_is_saved_where_it_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let (link, target) = (
+            dir.path().join("rollout.state"),
+            dir.path().join("real.state"),
+        );
+        fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        save(&link, &saved()).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(matches!(load(&target), Loaded::Saved(_)));
     }
 }

@@ -160,8 +160,9 @@ pub fn agresti_caffo(x_a: u64, n_a: u64, x_b: u64, n_b: u64) -> ProportionDiffer
 /// One proportion `x / n`, with the same adjustment (Agresti-Coull's "add two
 /// successes and two failures" at 95 %; here one of each, as in Agresti-Caffo, so that
 /// the two estimates agree).
-pub fn adjusted_proportion(x: u64, n: u64) -> ProportionDifference {
-    let (p, n) = adjusted(x, n);
+pub fn adjusted_proportion(x: f64, n: u64) -> ProportionDifference {
+    let n = n as f64 + 2.0;
+    let p = (x + 1.0) / n;
     ProportionDifference {
         estimate: p,
         standard_error: (p * (1.0 - p) / n).sqrt(),
@@ -183,6 +184,22 @@ pub fn two_proportion_z(x_a: u64, n_a: u64, x_b: u64, n_b: u64) -> Option<f64> {
     let pooled = (x_a + x_b) as f64 / (na + nb);
     let se = (pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb)).sqrt();
     (se > 0.0).then(|| (x_a as f64 / na - x_b as f64 / nb) / se)
+}
+
+/// The cluster-robust variance of `Σ y / Σ n` over clusters `(y, n)` (user groups):
+/// `G/(G-1) · Σ (y_g - r n_g)² / (Σ n)²`, the linearized ("delta method") variance of a
+/// ratio estimator, with the small-sample factor of CR1.
+pub fn cluster_ratio_variance(clusters: &[(f64, f64)]) -> Option<f64> {
+    let g = clusters.len() as f64;
+    if g < 2.0 {
+        return None;
+    }
+    let (y, n) = clusters
+        .iter()
+        .fold((0.0, 0.0), |(y, n), &(yg, ng)| (y + yg, n + ng));
+    let r = y / n;
+    let spread: f64 = clusters.iter().map(|&(yg, ng)| (yg - r * ng).powi(2)).sum();
+    Some(g / (g - 1.0) * spread / (n * n))
 }
 
 /// Half the width of the two-sided confidence sequence for an estimate with
@@ -315,6 +332,25 @@ mod tests {
                 None => assert!(z.is_none(), "case {i}: no pooled rate, no z"),
             }
         }
+    }
+
+    #[test]
+    fn the_cluster_variance_agrees_with_statsmodels() {
+        for (i, case) in fixture("cluster").iter().enumerate() {
+            let clusters: Vec<(f64, f64)> = case["clusters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c[0].as_f64().unwrap(), c[1].as_f64().unwrap()))
+                .collect();
+            let v = cluster_ratio_variance(&clusters).unwrap();
+            assert_close(v, &case["variance"], &format!("case {i}: variance"));
+        }
+        assert_eq!(
+            cluster_ratio_variance(&[(1.0, 10.0)]),
+            None,
+            "one cluster: no spread"
+        );
     }
 
     #[test]

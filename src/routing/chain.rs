@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use http::header::USER_AGENT;
 
+use super::bucket::user_group;
 use super::condition::{Condition, Verdict};
 use super::index::{Candidates, RuleIndex, Segment};
 use super::request::RequestView;
@@ -44,6 +45,9 @@ pub struct Decision {
     pub bucket: Option<u16>,
     /// The side of the tracked rule the request fell on, when the chain tracks one.
     pub cohort: Option<Cohort>,
+    /// The user's group (0..16) when the request is in a cohort: the rollout records
+    /// its cohorts per group of users (see `bucket::user_group`).
+    pub group: u8,
 }
 
 /// The two halves of one randomized population, as a rollout compares them: the
@@ -228,7 +232,7 @@ impl Chain {
                     })
                     && verdict != Verdict::Missing
                 {
-                    cx.tracked = Some(verdict.holds());
+                    cx.tracked = Some((verdict.holds(), cx.hash.unwrap_or(0)));
                 }
                 observe(RuleId(rule), position, verdict, cx);
                 verdict.holds()
@@ -239,14 +243,19 @@ impl Chain {
         let pool = rule.map_or(self.stable, |r| self.rules[r.0].pool);
         let cohort = match (self.tracked, cx.tracked) {
             (Some(tracked), _) if rule == Some(RuleId(tracked.rule)) => Some(Cohort::Canary),
-            (Some(_), Some(false)) if pool == self.stable => Some(Cohort::Control),
+            (Some(_), Some((false, _))) if pool == self.stable => Some(Cohort::Control),
             _ => None,
+        };
+        let group = match (cohort, cx.tracked) {
+            (Some(_), Some((_, hash))) => user_group(hash),
+            _ => 0,
         };
         Decision {
             pool,
             rule,
             bucket: cx.bucket,
             cohort,
+            group,
         }
     }
 
@@ -289,8 +298,11 @@ pub(crate) struct Context<'c, 'r> {
     pub(crate) bucket: Option<u16>,
     /// The draw made by the last rate condition evaluated.
     pub(crate) draw: Option<f64>,
-    /// Whether the tracked rule's per-mille condition held, once it was reached.
-    pub(crate) tracked: Option<bool>,
+    /// The hash behind the last bucket computed.
+    pub(crate) hash: Option<u32>,
+    /// Whether the tracked rule's per-mille condition held, once it was reached, and
+    /// the user key's hash there.
+    pub(crate) tracked: Option<(bool, u32)>,
 }
 
 impl<'c, 'r> Context<'c, 'r> {
@@ -309,6 +321,7 @@ impl<'c, 'r> Context<'c, 'r> {
             ua_class: None,
             bucket: None,
             draw: None,
+            hash: None,
             tracked: None,
         }
     }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use http::header::{GetAll, HeaderName, HeaderValue};
 
-use super::bucket;
+use super::bucket::{bucket_of_hash, murmur3_x86_32};
 use super::chain::Context;
 use super::ua::UaClassifier;
 
@@ -89,8 +89,10 @@ impl Condition {
                 let Some(key) = cx.user_key() else {
                     return Verdict::Missing;
                 };
-                let bucket = bucket(salt, key);
+                let hash = murmur3_x86_32(salt, key, 0);
+                let bucket = bucket_of_hash(hash);
                 cx.bucket = Some(bucket);
+                cx.hash = Some(hash);
                 Verdict::from_bool(bucket < *permille)
             }
             Condition::Rate(rate) => {

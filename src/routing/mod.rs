@@ -18,7 +18,7 @@ mod source;
 mod tests;
 mod ua;
 
-pub use bucket::{bucket, murmur3_x86_32, BUCKETS};
+pub use bucket::{bucket, murmur3_x86_32, user_group, BUCKETS, USER_GROUPS};
 pub use chain::{Chain, Cohort, Decision, PoolId, Rule, RuleId, Sources};
 pub use condition::Verdict;
 pub use condition::{Condition, HeaderTest, KeySet};

@@ -762,7 +762,8 @@ fn rate_holds_when_the_draw_is_below_the_rate() {
                     pool: CANARY,
                     rule: Some(RuleId(0)),
                     bucket: None,
-                    cohort: None
+                    cohort: None,
+                    group: 0
                 },
                 1
             ),
@@ -911,7 +912,8 @@ fn no_matching_rule_sends_to_stable_without_a_rule() {
             pool: BLUE,
             rule: None,
             bucket: None,
-            cohort: None
+            cohort: None,
+            group: 0
         }
     );
     // The blue/green switch: only `stable` changes.

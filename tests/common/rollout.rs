@@ -202,6 +202,12 @@ impl Traffic {
 
     /// Each request goes to one of `gateways`, with the chance its weight gives it.
     pub fn spread(gateways: &[(&Gateway, f64)], workers: usize) -> Traffic {
+        Traffic::impatient(gateways, workers, STEP)
+    }
+
+    /// As [`Traffic::spread`], from clients that give up on an answer after
+    /// `patience`. A request that fails or is given up on is kept with status 0.
+    pub fn impatient(gateways: &[(&Gateway, f64)], workers: usize, patience: Duration) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
@@ -237,8 +243,15 @@ impl Traffic {
                             .body(Full::new(Bytes::new()))
                             .unwrap();
                         let Ok(Ok(response)) =
-                            tokio::time::timeout(STEP, client.request(request)).await
+                            tokio::time::timeout(patience, client.request(request)).await
                         else {
+                            seen.lock().unwrap().push(Answered {
+                                at: Instant::now(),
+                                user,
+                                status: 0,
+                                pool: String::new(),
+                                upstream: String::new(),
+                            });
                             continue;
                         };
                         let header = |name: &str| {
