@@ -19,6 +19,7 @@ fn sources() -> Sources {
         user_key: Some(ValueSource::Header(HeaderName::from_static("x-user-id"))),
         city: Some(ValueSource::Header(HeaderName::from_static("x-city-id"))),
         channel: Some(ValueSource::Query("channel".into())),
+        sticky_cookie: None,
     }
 }
 

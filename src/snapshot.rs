@@ -51,6 +51,16 @@ pub struct Settings {
     pub fallback: Fallback,
     pub request_timeout: Duration,
     pub max_body_bytes: u64,
+    pub sticky: Option<StickyCookie>,
+}
+
+/// `routing.sticky_cookie`, compiled: what the `Set-Cookie` for a new visitor says.
+#[derive(Debug, Clone)]
+pub struct StickyCookie {
+    pub name: Box<str>,
+    pub max_age_seconds: u64,
+    /// Proxies whose `x-forwarded-proto: https` makes the cookie `Secure`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Where a snapshot came from.
@@ -132,6 +142,17 @@ impl Snapshot {
         random: &mut dyn FnMut() -> f64,
         source: &str,
     ) -> serde_json::Value {
+        // A new visitor, with no user key and no sticky cookie, gets a sticky id made.
+        let minted = self
+            .settings
+            .sticky
+            .as_ref()
+            .filter(|_| self.chain.needs_sticky_id(&request))
+            .and_then(|_| crate::proxy::mint_sticky_id());
+        let request = match &minted {
+            Some(id) => request.with_minted_key(id.as_bytes()),
+            None => request,
+        };
         let explanation = self.chain.explain(request, random);
         let mut value = serde_json::to_value(&explanation).expect("serializable");
         if let Some(tap) = &self.rollout {

@@ -248,3 +248,38 @@ async fn certificates_rotate_on_reload_and_a_bad_one_is_rejected() {
     .await
     .expect("bounded");
 }
+
+/// A sticky cookie made for a visitor over TLS is `Secure`.
+#[tokio::test]
+async fn a_sticky_cookie_set_over_tls_is_secure() {
+    let upstream = Upstream::named("blue").await;
+    let cert = cert();
+    let config = tls_config(upstream.addr).replace(
+        "stable = \"blue\"",
+        "stable = \"blue\"\nsticky_cookie = { name = \"gg_uid\", max_age = \"1h\" }",
+    );
+    let gw = Gateway::start_with_files(&config, &[("cert.pem", &cert.pem), ("key.pem", &cert.key)]);
+    let stream = connect(tls_address(&gw), &cert.der, &[b"http/1.1"], false).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            Request::get("/")
+                .header("host", "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.starts_with("gg_uid=")
+            && cookie.ends_with("; Max-Age=3600; HttpOnly; SameSite=Lax; Secure"),
+        "{cookie}"
+    );
+}

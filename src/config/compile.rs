@@ -96,18 +96,31 @@ impl Compiler<'_> {
             .collect();
         let routing = KeyPath::root().key("routing");
         let stable = self.pool_ref(&pool_ids, &file.routing.stable, routing.key("stable"));
+        let sticky = self.sticky_cookie(&file.routing, routing.clone());
         let sources = Sources {
             user_key: self.source(file.routing.user_key.as_ref(), routing.key("user_key")),
             city: self.source(file.routing.city.as_ref(), routing.key("city")),
             channel: self.source(file.routing.channel.as_ref(), routing.key("channel")),
+            sticky_cookie: sticky
+                .as_ref()
+                .and_then(|s| s.as_ref())
+                .map(|s| routing::ValueSource::Cookie(s.name.clone())),
         };
         let ua = self.ua_classes(&file.routing.ua_classes, routing.key("ua_classes"));
         let mut watched = vec![self.source.path.clone()];
         let rules = self.rules(file, &pool_ids, &sources, &ua, &mut watched);
         let rollout = self.rollout(file, &pool_ids);
 
-        let (pools, stable, rules, ua, access_log, tls, rollout) =
-            (pools?, stable?, rules?, ua?, access_log?, tls?, rollout?);
+        let (pools, stable, rules, ua, access_log, tls, rollout, sticky) = (
+            pools?,
+            stable?,
+            rules?,
+            ua?,
+            access_log?,
+            tls?,
+            rollout?,
+            sticky?,
+        );
         let pool_names: Vec<Box<str>> = file.pools.keys().map(|n| n.as_str().into()).collect();
         let rule_matches = rules
             .iter()
@@ -136,6 +149,7 @@ impl Compiler<'_> {
                 fallback: file.routing.fallback,
                 request_timeout: file.limits.request_timeout,
                 max_body_bytes: file.limits.max_body_bytes,
+                sticky,
             },
             file: Arc::new(file.clone()),
             origin: Origin {
@@ -538,7 +552,7 @@ impl Compiler<'_> {
         }
         if m.whitelist.is_some() || m.whitelist_file.is_some() {
             self.requires(
-                sources.user_key.is_some(),
+                sources.user_key.is_some() || sources.sticky_cookie.is_some(),
                 &path,
                 "whitelist",
                 "routing.user_key",
@@ -579,7 +593,7 @@ impl Compiler<'_> {
         }
         if let Some(permille) = m.permille {
             self.requires(
-                sources.user_key.is_some(),
+                sources.user_key.is_some() || sources.sticky_cookie.is_some(),
                 &path,
                 "permille",
                 "routing.user_key",
@@ -614,6 +628,69 @@ impl Compiler<'_> {
             self.error(path, "a rule needs at least one condition; to send all traffic to a pool, set routing.stable");
         }
         (self.errors.len() == errors_before).then_some(conditions)
+    }
+
+    /// `routing.sticky_cookie` and `routing.trusted_proxies`.
+    fn sticky_cookie(
+        &mut self,
+        routing: &model::Routing,
+        path: KeyPath,
+    ) -> Option<Option<crate::snapshot::StickyCookie>> {
+        let before = self.errors.len();
+        let mut trusted = Vec::new();
+        for (i, entry) in routing.trusted_proxies.iter().enumerate() {
+            let parsed = entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted.push(net),
+                Err(_) => self.error(
+                    path.key("trusted_proxies").index(i),
+                    format!("`{entry}` is not an address or a network like 10.0.0.0/8"),
+                ),
+            }
+        }
+        let Some(cookie) = &routing.sticky_cookie else {
+            return (self.errors.len() == before).then_some(None);
+        };
+        let path = path.key("sticky_cookie");
+        let separators = "()<>@,;:\\\"/[]?={} \t";
+        if cookie.name.is_empty()
+            || !cookie
+                .name
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !separators.contains(c))
+        {
+            self.error(
+                path.key("name"),
+                format!(
+                    "`{}` is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+                    cookie.name
+                ),
+            );
+        }
+        if let Some(model::ValueSource {
+            cookie: Some(name), ..
+        }) = &routing.user_key
+        {
+            if *name == cookie.name {
+                self.error(
+                    path.key("name"),
+                    format!("`{name}` is already routing.user_key's cookie"),
+                );
+            }
+        }
+        let max_age = cookie.max_age.as_secs();
+        if !(1..=10 * 365 * 86_400).contains(&max_age) {
+            self.error(path.key("max_age"), "must be between 1s and 10 years");
+        }
+        (self.errors.len() == before).then(|| {
+            Some(crate::snapshot::StickyCookie {
+                name: cookie.name.as_str().into(),
+                max_age_seconds: max_age,
+                trusted_proxies: trusted,
+            })
+        })
     }
 
     fn requires(&mut self, present: bool, path: &KeyPath, key: &str, setting: &str) {

@@ -295,6 +295,22 @@ pub struct Routing {
     pub fallback: Fallback,
     #[serde(default)]
     pub ua_classes: Vec<UaClass>,
+    /// A cookie that gives visitors without a user key a sticky identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<StickyCookie>,
+    /// Addresses (`10.0.0.7`) and networks (`10.0.0.0/8`) of the proxies in front of
+    /// the gateway whose `x-forwarded-proto` is believed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `routing.sticky_cookie = { name, max_age }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyCookie {
+    pub name: String,
+    #[serde(default = "defaults::sticky_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 /// Exactly one of the three.
@@ -497,6 +513,9 @@ mod defaults {
     }
     pub fn latency_margin() -> f64 {
         0.10
+    }
+    pub fn sticky_max_age() -> Duration {
+        Duration::from_secs(30 * 86_400)
     }
     pub fn follow_interval() -> Duration {
         Duration::from_secs(1)

@@ -18,6 +18,20 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const GRAYGATE_PREFIX: &str = "x-graygate-";
 
+/// Whether the client reached the gateway over HTTPS: on the TLS listener, or through a
+/// trusted proxy that says so in `x-forwarded-proto`. A client's own word is not
+/// enough: anyone can send the header.
+pub fn is_https(headers: &HeaderMap, client: &ClientConnection, trusted: &[ipnet::IpNet]) -> bool {
+    if client.scheme == "https" {
+        return true;
+    }
+    let ip = client.remote.ip().to_canonical();
+    trusted.iter().any(|net| net.contains(&ip))
+        && headers
+            .get(X_FORWARDED_PROTO)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 /// Removes hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most heads carry none: one pass over the names (standard names compare without

@@ -17,6 +17,7 @@
 mod body;
 mod error;
 mod headers;
+mod sticky;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use tracing::debug;
 
 pub use body::{AccessStart, Completion, ResponseBody};
 pub use error::GatewayError;
+pub use sticky::mint as mint_sticky_id;
 
 use crate::config::model::Fallback;
 use crate::metrics::ErrorKind;
@@ -94,8 +96,21 @@ impl Proxy {
         let started = Instant::now();
         let snapshot = self.config.load();
 
-        // Phase 1: decide.
-        let mut decision = decide(&snapshot, &request);
+        // Phase 1: decide. A visitor with no user key and no sticky cookie gets an id
+        // made now, used for this decision and set on the answer.
+        let sticky = snapshot.settings.sticky.as_ref().and_then(|cookie| {
+            let view = RequestView::new(request.headers(), request.uri().query());
+            if !snapshot.chain.needs_sticky_id(&view) {
+                return None;
+            }
+            let secure = headers::is_https(request.headers(), client, &cookie.trusted_proxies);
+            Some((sticky::mint()?, secure))
+        });
+        let mut decision = decide(
+            &snapshot,
+            &request,
+            sticky.as_ref().map(|(id, _)| id.as_bytes()),
+        );
         snapshot.count_match(&decision);
         // A rollout's cohort request is counted even if the client gives up first.
         let pending = decision.cohort.and_then(|cohort| {
@@ -124,6 +139,12 @@ impl Proxy {
         if snapshot.settings.decision_headers {
             headers::add_decision(response.headers_mut(), &snapshot, &decision);
         }
+        if let (Some((id, secure)), Some(cookie)) = (&sticky, &snapshot.settings.sticky) {
+            response.headers_mut().append(
+                http::header::SET_COOKIE,
+                sticky::set_cookie(cookie, id, *secure),
+            );
+        }
 
         // Phase 6: record, once the body is done.
         if let Some(pending) = pending {
@@ -145,9 +166,12 @@ impl Proxy {
     }
 }
 
-/// Phase 1: the rule chain's decision.
-pub fn decide<B>(snapshot: &Snapshot, request: &Request<B>) -> Decision {
-    let view = RequestView::new(request.headers(), request.uri().query());
+/// Phase 1: the rule chain's decision, with the sticky id made for this request if any.
+pub fn decide<B>(snapshot: &Snapshot, request: &Request<B>, minted: Option<&[u8]>) -> Decision {
+    let mut view = RequestView::new(request.headers(), request.uri().query());
+    if let Some(key) = minted {
+        view = view.with_minted_key(key);
+    }
     snapshot.chain.decide(view, &mut fastrand::f64)
 }
 

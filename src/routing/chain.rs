@@ -33,6 +33,30 @@ pub struct Sources {
     pub user_key: Option<ValueSource>,
     pub city: Option<ValueSource>,
     pub channel: Option<ValueSource>,
+    /// `routing.sticky_cookie`: the cookie (a `Cookie` source) that stands in for the
+    /// user key of a visitor who has none.
+    pub sticky_cookie: Option<ValueSource>,
+}
+
+/// Where a request's user key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// `routing.user_key`.
+    Configured,
+    /// The sticky cookie the gateway set earlier.
+    StickyCookie,
+    /// A sticky id made for this request.
+    Minted,
+}
+
+impl KeySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Configured => "user_key",
+            KeySource::StickyCookie => "sticky_cookie",
+            KeySource::Minted => "minted",
+        }
+    }
 }
 
 /// What the chain decided for one request.
@@ -140,6 +164,17 @@ impl Chain {
                 Condition::Permille { permille, .. } => Some(*permille),
                 _ => None,
             })
+    }
+
+    /// Whether a visitor needs a sticky id made: a sticky cookie is configured and the
+    /// request carries neither a user key nor the cookie. Two lookups, only when a
+    /// sticky cookie is configured.
+    pub fn needs_sticky_id(&self, request: &RequestView<'_>) -> bool {
+        let Some(cookie) = &self.sources.sticky_cookie else {
+            return false;
+        };
+        let configured = self.sources.user_key.as_ref();
+        configured.is_none_or(|s| s.extract(request).is_none()) && cookie.extract(request).is_none()
     }
 
     /// The rule whose cohorts are marked, if any.
@@ -291,6 +326,7 @@ pub(crate) struct Context<'c, 'r> {
     pub(crate) request: RequestView<'r>,
     pub(crate) random: &'c mut dyn FnMut() -> f64,
     user_key: Option<Option<Cow<'r, [u8]>>>,
+    user_key_source: Option<KeySource>,
     city: Option<Option<Cow<'r, [u8]>>>,
     channel: Option<Option<Cow<'r, [u8]>>>,
     ua_class: Option<Option<UaClassId>>,
@@ -316,6 +352,7 @@ impl<'c, 'r> Context<'c, 'r> {
             request,
             random,
             user_key: None,
+            user_key_source: None,
             city: None,
             channel: None,
             ua_class: None,
@@ -326,12 +363,34 @@ impl<'c, 'r> Context<'c, 'r> {
         }
     }
 
+    /// The user key: from `routing.user_key`, else the sticky cookie, else the id made
+    /// for this request.
     pub(crate) fn user_key(&mut self) -> Option<&[u8]> {
-        lazily(
-            &mut self.user_key,
-            self.chain.sources.user_key.as_ref(),
-            &self.request,
-        )
+        let (sources, request) = (&self.chain.sources, &self.request);
+        let source = &mut self.user_key_source;
+        self.user_key
+            .get_or_insert_with(|| {
+                let found = [
+                    (sources.user_key.as_ref(), KeySource::Configured),
+                    (sources.sticky_cookie.as_ref(), KeySource::StickyCookie),
+                ]
+                .into_iter()
+                .find_map(|(s, from)| Some((s?.extract(request)?, from)));
+                let found = found.or_else(|| {
+                    let minted = request.minted_key.filter(|k| !k.is_empty())?;
+                    Some((Cow::Borrowed(minted), KeySource::Minted))
+                });
+                found.map(|(key, from)| {
+                    *source = Some(from);
+                    key
+                })
+            })
+            .as_deref()
+    }
+
+    /// Where the user key came from, once it was read.
+    pub(crate) fn user_key_source(&self) -> Option<KeySource> {
+        self.user_key_source
     }
 
     pub(crate) fn city(&mut self) -> Option<&[u8]> {

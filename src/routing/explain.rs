@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::chain::{Chain, Context, RuleId};
+use super::chain::{Chain, Context, KeySource, RuleId};
 use super::condition::Condition;
 use super::request::RequestView;
 
@@ -20,6 +20,9 @@ pub struct Explanation {
     pub cohort: Option<&'static str>,
     /// The values the rules read, as the request carries them.
     pub user_key: Option<String>,
+    /// Where the user key came from: `user_key`, `sticky_cookie` or `minted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_key_source: Option<&'static str>,
     pub city: Option<String>,
     pub channel: Option<String>,
     pub ua_class: Option<String>,
@@ -99,6 +102,7 @@ impl Chain {
             bucket: decision.bucket,
             cohort: decision.cohort.map(|c| c.as_str()),
             user_key: text(cx.user_key()),
+            user_key_source: cx.user_key_source().map(KeySource::as_str),
             city: text(cx.city()),
             channel: text(cx.channel()),
             ua_class: cx

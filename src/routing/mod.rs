@@ -19,7 +19,7 @@ mod tests;
 mod ua;
 
 pub use bucket::{bucket, murmur3_x86_32, user_group, BUCKETS, USER_GROUPS};
-pub use chain::{Chain, Cohort, Decision, PoolId, Rule, RuleId, Sources};
+pub use chain::{Chain, Cohort, Decision, KeySource, PoolId, Rule, RuleId, Sources};
 pub use condition::Verdict;
 pub use condition::{Condition, HeaderTest, KeySet};
 pub use explain::{ConditionTrace, Explanation, RuleTrace};

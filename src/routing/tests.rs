@@ -149,6 +149,7 @@ fn chain() -> ChainBuilder {
             user_key: Some(header_source("x-user-id")),
             city: Some(header_source("x-city-id")),
             channel: Some(header_source("x-channel")),
+            sticky_cookie: None,
         },
         ua: spec_ua(),
     }
@@ -1030,6 +1031,7 @@ fn sources_of(kind: fn(&str) -> ValueSource) -> ChainBuilder {
         user_key: Some(kind("uid")),
         city: Some(kind("city")),
         channel: Some(kind("ch")),
+        sticky_cookie: None,
     })
 }
 
@@ -2127,4 +2129,50 @@ fn a_tracked_rule_inside_an_indexed_run_is_marked_through_the_index() {
         decide_as_linear(&chain, &req().header("x-group", "g1"), &[]).cohort,
         None
     );
+}
+
+// ---------------------------------------------------------------------------------
+// 10. Sticky ids: the sticky cookie, then a minted id, stand in for a missing user key.
+// ---------------------------------------------------------------------------------
+
+fn sticky_chain() -> Chain {
+    let mut sources = chain().sources;
+    sources.sticky_cookie = Some(cookie_source("gg_uid"));
+    chain()
+        .sources(sources)
+        .rule("half", CANARY, [permille(500, "")])
+        .build()
+}
+
+#[test]
+fn the_sticky_cookie_and_then_a_minted_id_stand_in_for_the_user_key() {
+    let sticky = sticky_chain();
+    // The configured source wins; the cookie is read only without it.
+    let both = req().user("42").header("cookie", "gg_uid=abc");
+    let e = sticky.explain(both.view(), &mut no_draw);
+    assert_eq!(
+        (e.user_key.as_deref(), e.user_key_source),
+        (Some("42"), Some("user_key"))
+    );
+    let by_cookie = req().header("cookie", "gg_uid=abc");
+    assert!(!sticky.needs_sticky_id(&by_cookie.view()));
+    let e = sticky.explain(by_cookie.view(), &mut no_draw);
+    assert_eq!(
+        (e.user_key.as_deref(), e.user_key_source),
+        (Some("abc"), Some("sticky_cookie"))
+    );
+    // Neither: a new visitor, decided on the id made for it, as any key would be.
+    let visitor = req();
+    assert!(sticky.needs_sticky_id(&visitor.view()));
+    let id = user_on_side("", 500, true);
+    let minted = sticky.decide(visitor.view().with_minted_key(id.as_bytes()), &mut no_draw);
+    assert_eq!(
+        minted,
+        decide(&sticky, &req().header("cookie", &format!("gg_uid={id}")))
+    );
+    assert_eq!(minted.pool, CANARY);
+    let e = sticky.explain(visitor.view().with_minted_key(id.as_bytes()), &mut no_draw);
+    assert_eq!(e.user_key_source, Some("minted"));
+    // Without a sticky cookie configured, nobody needs an id.
+    assert!(!chain().build().needs_sticky_id(&req().view()));
 }
