@@ -12,6 +12,7 @@ pub mod control;
 pub mod demo;
 pub mod logging;
 pub mod metrics;
+pub mod mirror;
 pub mod proxy;
 pub mod rollout;
 pub mod routing;

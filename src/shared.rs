@@ -4,6 +4,7 @@
 
 use crate::access_log::AccessLogs;
 use crate::metrics::Metrics;
+use crate::mirror::MirrorRegistry;
 use crate::upstream::EndpointRegistry;
 
 #[derive(Debug)]
@@ -11,6 +12,8 @@ pub struct Shared {
     pub endpoints: EndpointRegistry,
     pub metrics: Metrics,
     pub access_logs: AccessLogs,
+    /// Each mirror's copies in flight, counters and recent differences.
+    pub mirrors: MirrorRegistry,
 }
 
 impl Shared {
@@ -21,6 +24,7 @@ impl Shared {
             endpoints: EndpointRegistry::default(),
             metrics,
             access_logs,
+            mirrors: MirrorRegistry::default(),
         }
     }
 }

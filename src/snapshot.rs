@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::access_log::AccessLog;
 use crate::config::model::{ConfigFile, Fallback};
 use crate::metrics::Series;
+use crate::mirror::Mirror;
 use crate::rollout::Tap;
 use crate::routing::{Chain, Decision, RequestView};
 use crate::upstream::Pool;
@@ -42,6 +43,8 @@ pub struct Snapshot {
     pub origin: Origin,
     /// The rollout driving one of the rules, when `[rollout]` is set.
     pub rollout: Option<Tap>,
+    /// `[[mirror]]`: copies of what pools serve.
+    pub mirrors: Vec<Arc<Mirror>>,
 }
 
 /// Per-request settings taken from the config.
@@ -128,6 +131,7 @@ impl Snapshot {
             file: Arc::clone(&self.file),
             origin: self.origin.clone(),
             rollout: Some(tap),
+            mirrors: self.mirrors.clone(),
         }
     }
 }

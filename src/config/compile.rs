@@ -66,10 +66,10 @@ pub fn compile(
 
 pub(super) struct Compiler<'s> {
     pub(super) source: &'s Source,
-    shared: &'s Shared,
+    pub(super) shared: &'s Shared,
     pub(super) errors: Vec<(KeyPath, String)>,
     /// The metric label values this config creates series for.
-    series: Series,
+    pub(super) series: Series,
     /// What the config means: the effective config and every whitelist file's
     /// contents. Equal fingerprints: a reload changes nothing.
     fingerprint: Sha256,
@@ -110,6 +110,7 @@ impl Compiler<'_> {
         let mut watched = vec![self.source.path.clone()];
         let rules = self.rules(file, &pool_ids, &sources, &ua, &mut watched);
         let rollout = self.rollout(file, &pool_ids);
+        let mirrors = self.mirrors(file, &pool_ids);
 
         let (pools, stable, rules, ua, access_log, tls, rollout, sticky) = (
             pools?,
@@ -161,6 +162,7 @@ impl Compiler<'_> {
             },
             series: Arc::new(std::mem::take(&mut self.series)),
             rollout: rollout.map(|plan| Tap::from_file(Arc::new(plan))),
+            mirrors: mirrors?,
         })
     }
 
@@ -384,7 +386,7 @@ impl Compiler<'_> {
         self.errors.len() == before
     }
 
-    fn pool_ref(
+    pub(super) fn pool_ref(
         &mut self,
         pools: &HashMap<&str, PoolId>,
         name: &str,

@@ -8,6 +8,7 @@
 mod compile;
 mod error;
 mod locate;
+mod mirror;
 pub mod model;
 mod rollout;
 

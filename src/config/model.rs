@@ -27,6 +27,37 @@ pub struct ConfigFile {
     /// An automated rollout of one per-mille rule; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Copies of served requests to another pool, for a dark launch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirror: Vec<Mirror>,
+}
+
+/// `[[mirror]]`: requests served by `from` are copied to `to`; the copy's answer is
+/// compared with the served one and discarded.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub from: String,
+    pub to: String,
+    /// Kept wide so that a negative or huge value gets a range error.
+    #[serde(default = "defaults::mirror_permille")]
+    pub permille: i64,
+    /// Absent: the safe methods, GET, HEAD and OPTIONS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// Needed to copy POST, PUT, PATCH or DELETE: a copy would do it twice.
+    #[serde(default)]
+    pub allow_side_effects: bool,
+    #[serde(default = "defaults::mirror_max_body_bytes")]
+    pub max_body_bytes: u64,
+    #[serde(default = "defaults::mirror_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "defaults::mirror_max_in_flight")]
+    pub max_in_flight: i64,
+    #[serde(default = "defaults::mirror_diff")]
+    pub diff: bool,
+    #[serde(default = "defaults::mirror_ignore_headers")]
+    pub diff_ignore_headers: Vec<String>,
 }
 
 /// `[rollout]`: drives one `permille` rule through its steps, judging the canary
@@ -513,6 +544,24 @@ mod defaults {
     }
     pub fn latency_margin() -> f64 {
         0.10
+    }
+    pub fn mirror_permille() -> i64 {
+        1000
+    }
+    pub fn mirror_max_body_bytes() -> u64 {
+        64 * 1024
+    }
+    pub fn mirror_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn mirror_max_in_flight() -> i64 {
+        256
+    }
+    pub fn mirror_diff() -> bool {
+        true
+    }
+    pub fn mirror_ignore_headers() -> Vec<String> {
+        vec!["date".to_string()]
     }
     pub fn sticky_max_age() -> Duration {
         Duration::from_secs(30 * 86_400)

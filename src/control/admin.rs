@@ -10,6 +10,7 @@
 //! | `POST /admin/reload` | 200 with the generation, or 422 with the errors |
 //! | `GET /admin/rollout` | the rollout's state, steps, cohorts, analyses, transitions |
 //! | `GET /admin/rollout/state` | the compact state a follower takes |
+//! | `GET /admin/mirror` | each mirror's counts and its latest differences |
 //! | `POST /admin/rollout/{pause,resume,promote,abort}` | 200 with the new state; 409 when it does not apply; 404 without a rollout |
 //!
 //! Other paths get 404; other methods on these paths get 405.
@@ -80,6 +81,7 @@ async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminRes
         "/admin/reload" if request.method() == Method::POST => reload(reloader).await,
         "/admin/rollout" if read => rollout_status(reloader).await,
         "/admin/rollout/state" if read => rollout_state(reloader).await,
+        "/admin/mirror" if read => mirrors(reloader),
         "/admin/rollout/pause"
         | "/admin/rollout/resume"
         | "/admin/rollout/promote"
@@ -94,7 +96,8 @@ async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminRes
         | "/admin/config"
         | "/admin/explain"
         | "/admin/rollout"
-        | "/admin/rollout/state" => method_not_allowed("GET, HEAD"),
+        | "/admin/rollout/state"
+        | "/admin/mirror" => method_not_allowed("GET, HEAD"),
         "/admin/reload"
         | "/admin/rollout/pause"
         | "/admin/rollout/resume"
@@ -195,6 +198,35 @@ async fn rollout_status(reloader: &Arc<Reloader>) -> AdminResponse {
         Some(status) => json_response(StatusCode::OK, &status),
         None => no_rollout(),
     }
+}
+
+/// Each mirror: what it copies, how the copies went, and the latest differences.
+fn mirrors(reloader: &Reloader) -> AdminResponse {
+    let snapshot = reloader.live().load();
+    let mirrors: Vec<serde_json::Value> = snapshot
+        .mirrors
+        .iter()
+        .map(|m| {
+            let mut entry = json!({
+                "from": &*m.from_name,
+                "to": &*m.to_name,
+                "permille": m.permille,
+                "methods": m.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                "max_body_bytes": m.max_body_bytes,
+                "timeout": humantime::format_duration(m.timeout).to_string(),
+                "max_in_flight": m.max_in_flight,
+                "diff": m.diff,
+                "diff_ignore_headers": m.ignore_headers.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+            });
+            if let (Some(entry), serde_json::Value::Object(report)) =
+                (entry.as_object_mut(), m.state.report())
+            {
+                entry.extend(report);
+            }
+            entry
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "mirrors": mirrors }))
 }
 
 /// What a follower takes from this instance: state, step, weight, steps, identity.

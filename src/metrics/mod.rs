@@ -104,6 +104,18 @@ struct FromToLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorOutcomeLabels {
+    to: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorDiffLabels {
+    to: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RolloutLabels {
     rule: String,
 }
@@ -235,6 +247,8 @@ pub struct Metrics {
     access_log_dropped: Counter,
     client_errors: [Counter; 3],
     rollout: RolloutMetrics,
+    mirror_requests: Family<MirrorOutcomeLabels, Counter>,
+    mirror_diffs: Family<MirrorDiffLabels, Counter>,
     /// The label values each family holds series for, to prune after reloads.
     series: Mutex<Series>,
 }
@@ -248,6 +262,8 @@ pub struct Series {
     pub rules: BTreeSet<(String, String)>,
     /// Fallback `from` and `to` pools.
     pub fallbacks: BTreeSet<(String, String)>,
+    /// Mirror targets.
+    pub mirrors: BTreeSet<String>,
 }
 
 impl Series {
@@ -255,6 +271,7 @@ impl Series {
         self.pools.extend(other.pools.iter().cloned());
         self.rules.extend(other.rules.iter().cloned());
         self.fallbacks.extend(other.fallbacks.iter().cloned());
+        self.mirrors.extend(other.mirrors.iter().cloned());
     }
 }
 
@@ -312,6 +329,8 @@ impl Metrics {
         let retries = Family::default();
         let access_log_dropped = Counter::default();
         let rollout = RolloutMetrics::default();
+        let mirror_requests = Family::<MirrorOutcomeLabels, Counter>::default();
+        let mirror_diffs = Family::<MirrorDiffLabels, Counter>::default();
         let client_errors_family = Family::<KindLabels, Counter>::default();
         let client_errors = CLIENT_ERROR_KINDS.map(|kind| {
             client_errors_family
@@ -413,6 +432,16 @@ impl Metrics {
         );
         registry.register_collector(Box::new(Arc::clone(&rollout.cohorts)));
         registry.register(
+            "mirror_requests",
+            "Copies of requests to a mirror target, by outcome",
+            mirror_requests.clone(),
+        );
+        registry.register(
+            "mirror_diffs",
+            "Copies whose answer differed from the served one, by what differed",
+            mirror_diffs.clone(),
+        );
+        registry.register(
             "client_errors",
             "Requests refused before routing (malformed head, head too large, head too slow), by kind",
             client_errors_family,
@@ -433,6 +462,8 @@ impl Metrics {
             retries,
             access_log_dropped,
             rollout,
+            mirror_requests,
+            mirror_diffs,
             series: Mutex::new(Series::default()),
         }
     }
@@ -529,6 +560,27 @@ impl Metrics {
         self.client_errors[kind as usize].inc();
     }
 
+    /// A mirror's counters: by outcome, then by kind of difference.
+    pub fn mirror(&self, to: &str) -> ([Counter; 5], [Counter; 3]) {
+        let requests = crate::mirror::OUTCOMES.map(|outcome| {
+            self.mirror_requests
+                .get_or_create(&MirrorOutcomeLabels {
+                    to: to.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .clone()
+        });
+        let diffs = crate::mirror::DIFF_KINDS.map(|kind| {
+            self.mirror_diffs
+                .get_or_create(&MirrorDiffLabels {
+                    to: to.to_string(),
+                    kind: kind.to_string(),
+                })
+                .clone()
+        });
+        (requests, diffs)
+    }
+
     pub fn rollout(&self) -> RolloutMetrics {
         self.rollout.clone()
     }
@@ -570,6 +622,20 @@ impl Metrics {
                 from: from.clone(),
                 to: to.clone(),
             });
+        }
+        for to in known.mirrors.difference(&current.mirrors) {
+            for outcome in crate::mirror::OUTCOMES {
+                self.mirror_requests.remove(&MirrorOutcomeLabels {
+                    to: to.clone(),
+                    outcome: outcome.to_string(),
+                });
+            }
+            for kind in crate::mirror::DIFF_KINDS {
+                self.mirror_diffs.remove(&MirrorDiffLabels {
+                    to: to.clone(),
+                    kind: kind.to_string(),
+                });
+            }
         }
         *known = current.clone();
     }

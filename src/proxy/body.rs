@@ -16,6 +16,7 @@ use tokio::time::Sleep;
 
 use crate::access_log::AccessRecord;
 use crate::metrics::ErrorKind;
+use crate::mirror::copy::Capture;
 use crate::routing::Decision;
 use crate::snapshot::Snapshot;
 use crate::upstream::{InFlight, UpstreamBody, UpstreamConnection};
@@ -115,6 +116,8 @@ pub struct Completion {
     pub finished: bool,
     /// Set only when the access log is on.
     pub access: Option<Box<AccessStart>>,
+    /// The served answer, kept for mirrors that compare with it.
+    pub capture: Option<Capture>,
 }
 
 /// What the access log needs that is only known at the start.
@@ -128,6 +131,10 @@ pub struct AccessStart {
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
+        // Compared only once the client has had it whole.
+        if let (true, Some(capture)) = (self.finished, self.capture.take()) {
+            capture.finish();
+        }
         if let (true, Some(connection), Some(endpoint)) =
             (self.finished, self.connection.take(), &self.in_flight)
         {
@@ -219,6 +226,9 @@ impl Body for ResponseBody {
             (Poll::Ready(Some(Ok(frame))), Some(completion)) => {
                 if let Some(data) = frame.data_ref() {
                     completion.bytes += data.len() as u64;
+                    if let Some(capture) = &mut completion.capture {
+                        capture.push(data);
+                    }
                 }
                 // hyper stops polling once the body says it is at its end, so the
                 // final `None` may never be seen.

@@ -31,15 +31,19 @@ use tracing::debug;
 
 pub use body::{AccessStart, Completion, ResponseBody};
 pub use error::GatewayError;
+pub use headers::X_GRAYGATE_POOL;
 pub use sticky::mint as mint_sticky_id;
 
 use crate::config::model::Fallback;
 use crate::metrics::ErrorKind;
+use crate::mirror::copy::{Capture, Draft};
+use crate::mirror::Mirror;
 use crate::routing::{Decision, RequestView};
 use crate::shared::Shared;
 use crate::snapshot::{LiveConfig, Snapshot};
 use crate::upstream::{
-    self, is_idempotent, Endpoint, ExtraHeaders, InFlight, RequestBody, UpstreamBody, UpstreamError,
+    self, is_idempotent, Endpoint, ExtraHeaders, InFlight, RequestBody, Tee, UpstreamBody,
+    UpstreamError,
 };
 
 /// Retries of one request, on other endpoints, beyond its first attempt.
@@ -106,11 +110,10 @@ impl Proxy {
             let secure = headers::is_https(request.headers(), client, &cookie.trusted_proxies);
             Some((sticky::mint()?, secure))
         });
-        let mut decision = decide(
-            &snapshot,
-            &request,
-            sticky.as_ref().map(|(id, _)| id.as_bytes()),
-        );
+        let minted = sticky.as_ref().map(|(id, _)| id.as_bytes());
+        let mut decision = decide(&snapshot, &request, minted);
+        // The mirrors whose share this request is in, if its pool has any.
+        let copied_to = mirror_targets(&snapshot, &decision, &request, minted);
         snapshot.count_match(&decision);
         // A rollout's cohort request is counted even if the client gives up first.
         let pending = decision.cohort.and_then(|cohort| {
@@ -128,14 +131,29 @@ impl Proxy {
         // Phases 2 to 5.
         // The endpoint the request ended up on; its connection travels in the body.
         let mut in_flight = None;
-        let mut response =
-            match forward(&snapshot, &mut decision, request, client, &mut in_flight).await {
-                Ok(response) => response,
-                Err(err) => {
-                    debug!(pool = &*snapshot.pool(&decision).name, error = %err, "gateway error");
-                    err.response()
-                }
-            };
+        let mut copies = Vec::new();
+        let forwarded = forward(
+            &snapshot,
+            &mut decision,
+            request,
+            client,
+            &mut in_flight,
+            (&copied_to, &mut copies),
+        )
+        .await;
+        let upstream_answered = forwarded.is_ok();
+        let mut response = match forwarded {
+            Ok(response) => response,
+            Err(err) => {
+                debug!(pool = &*snapshot.pool(&decision).name, error = %err, "gateway error");
+                err.response()
+            }
+        };
+        // The copies start now that the served answer's head is in, if the pool they
+        // copy served it (not a fallback, not a gateway error).
+        let capture = (upstream_answered && !copies.is_empty())
+            .then(|| launch_copies(copies, &decision, &response))
+            .flatten();
         if snapshot.settings.decision_headers {
             headers::add_decision(response.headers_mut(), &snapshot, &decision);
         }
@@ -161,6 +179,7 @@ impl Proxy {
             connection: None,
             finished: false,
             access,
+            capture,
         };
         response.map(|body| body.with_completion(completion))
     }
@@ -175,14 +194,81 @@ pub fn decide<B>(snapshot: &Snapshot, request: &Request<B>, minted: Option<&[u8]
     snapshot.chain.decide(view, &mut fastrand::f64)
 }
 
+/// The mirrors of the decided pool that take this request: its method is theirs, and
+/// it is in their share. Nothing is looked at unless the pool has mirrors.
+fn mirror_targets<B>(
+    snapshot: &Snapshot,
+    decision: &Decision,
+    request: &Request<B>,
+    minted: Option<&[u8]>,
+) -> Vec<Arc<Mirror>> {
+    let mut mirrors = snapshot
+        .mirrors
+        .iter()
+        .filter(|m| m.from == decision.pool)
+        .peekable();
+    if mirrors.peek().is_none() {
+        return Vec::new();
+    }
+    let mut view = RequestView::new(request.headers(), request.uri().query());
+    if let Some(key) = minted {
+        view = view.with_minted_key(key);
+    }
+    let key = snapshot.chain.user_key(&view);
+    let declared = headers::content_length(request.headers());
+    mirrors
+        .filter(
+            |m| match m.takes(request.method(), key.as_deref(), declared) {
+                Ok(takes) => takes,
+                Err(outcome) => {
+                    m.state.count(outcome);
+                    false
+                }
+            },
+        )
+        .cloned()
+        .collect()
+}
+
+/// Starts each copy, and returns the capture of the served answer when a copy compares
+/// with it. Copies of a pool other than the one that served (after a fallback) are not
+/// sent.
+fn launch_copies(
+    copies: Vec<Draft>,
+    decision: &Decision,
+    response: &Response<ResponseBody>,
+) -> Option<Capture> {
+    let mut comparisons = Vec::new();
+    for copy in copies
+        .into_iter()
+        .filter(|c| c.mirror.from == decision.pool)
+    {
+        let served = copy.mirror.diff.then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            comparisons.push(tx);
+            rx
+        });
+        copy.launch(served);
+    }
+    (!comparisons.is_empty()).then(|| {
+        Capture::new(
+            response.status().as_u16(),
+            response.headers().clone(),
+            comparisons,
+        )
+    })
+}
+
 /// Phases 2 to 5 for a decided request. `landed` receives the endpoint the response
-/// came from, which counts the request as in flight until its body is done.
+/// came from, which counts the request as in flight until its body is done. `mirrors`
+/// are the mirrors that copy the request, and where their drafts go.
 async fn forward(
     snapshot: &Snapshot,
     decision: &mut Decision,
     request: Request<Option<Incoming>>,
     client: &ClientConnection,
     landed: &mut Option<InFlight>,
+    (mirrors, copies): (&[Arc<Mirror>], &mut Vec<Draft>),
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // Phase 2: admit. A declared length over the limit is refused before any upstream
     // work; a chunked body is cut off by the limit as it streams.
@@ -210,7 +296,28 @@ async fn forward(
     if let Some(upgrade) = &upgrade {
         upgrade::restore_request_headers(&mut head.headers, upgrade);
     }
-    let request = Request::from_parts(head, RequestBody::new(body, limit));
+    let mut body = RequestBody::new(body, limit);
+    // A copy of the rewritten head for each mirror; a streamed body is copied as it
+    // goes upstream, up to the smallest mirror's bound.
+    if !mirrors.is_empty() && upgrade.is_none() {
+        let mut bodies = Vec::new();
+        for mirror in mirrors {
+            let copied_body = (!body.is_empty()).then(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                bodies.push(tx);
+                rx
+            });
+            copies.push(Draft::new(Arc::clone(mirror), &head, &extra, copied_body));
+        }
+        if !bodies.is_empty() {
+            let bound = mirrors.iter().map(|m| m.max_body_bytes).min().unwrap_or(0);
+            body.tee(Tee::new(
+                usize::try_from(bound).unwrap_or(usize::MAX),
+                bodies,
+            ));
+        }
+    }
+    let request = Request::from_parts(head, body);
 
     // Phase 4: forward, the retries included, within the request timeout.
     let mut attempted: Option<Arc<Endpoint>> = None;

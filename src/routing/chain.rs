@@ -177,6 +177,22 @@ impl Chain {
         configured.is_none_or(|s| s.extract(request).is_none()) && cookie.extract(request).is_none()
     }
 
+    /// The request's user key as the rules read it: `routing.user_key`, else the sticky
+    /// cookie, else the id made for the request.
+    pub fn user_key<'r>(&self, request: &RequestView<'r>) -> Option<Cow<'r, [u8]>> {
+        let sources = &self.sources;
+        [sources.user_key.as_ref(), sources.sticky_cookie.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|s| s.extract(request))
+            .or_else(|| {
+                request
+                    .minted_key
+                    .filter(|k| !k.is_empty())
+                    .map(Cow::Borrowed)
+            })
+    }
+
     /// The rule whose cohorts are marked, if any.
     pub fn tracked_rule(&self) -> Option<RuleId> {
         self.tracked.map(|t| RuleId(t.rule))

@@ -43,27 +43,77 @@ pub const MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// The read buffer starts this large and grows only for a larger response head.
 const READ_BUFFER: usize = 8 * 1024;
 
-/// What the proxy sends upstream: nothing, or the client's body streamed under the
-/// size limit. A bodiless request can be rebuilt and resent; a streamed one cannot.
+/// What the proxy sends upstream: nothing, the client's body streamed under the size
+/// limit (and copied as it goes, for a mirror, when a [`Tee`] is attached), or a body
+/// already in memory (a mirror's copy; its head declares its length). A bodiless
+/// request can be rebuilt and resent; a streamed one cannot.
 #[derive(Debug)]
 pub enum RequestBody {
     Empty,
-    Streaming(Limited<Incoming>),
+    Streaming(Limited<Incoming>, Option<Tee>),
+    Buffered(Bytes),
 }
 
 impl RequestBody {
     pub fn new(body: Option<Incoming>, limit: u64) -> Self {
         match body {
-            Some(body) if !body.is_end_stream() => RequestBody::Streaming(Limited::new(
-                body,
-                usize::try_from(limit).unwrap_or(usize::MAX),
-            )),
+            Some(body) if !body.is_end_stream() => RequestBody::Streaming(
+                Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)),
+                None,
+            ),
             _ => RequestBody::Empty,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         matches!(self, RequestBody::Empty)
+    }
+
+    /// Copies a streamed body into `tee` as it is sent.
+    pub fn tee(&mut self, tee: Tee) {
+        if let RequestBody::Streaming(_, slot) = self {
+            *slot = Some(tee);
+        }
+    }
+}
+
+/// A copy of a request body, taken as the body streams to the upstream: handed to each
+/// receiver once the body has been sent whole, or dropped (the receivers see the sender
+/// gone) when it grows past `limit` or does not arrive whole. It never holds the body
+/// up and never buffers more than `limit`.
+#[derive(Debug)]
+pub struct Tee {
+    buffer: BytesMut,
+    limit: usize,
+    to: Vec<tokio::sync::oneshot::Sender<Bytes>>,
+}
+
+impl Tee {
+    pub fn new(limit: usize, to: Vec<tokio::sync::oneshot::Sender<Bytes>>) -> Self {
+        Tee {
+            buffer: BytesMut::new(),
+            limit,
+            to,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.to.is_empty() {
+            return;
+        }
+        if self.buffer.len() + data.len() > self.limit {
+            self.to.clear();
+            self.buffer = BytesMut::new();
+            return;
+        }
+        self.buffer.extend_from_slice(data);
+    }
+
+    fn finish(&mut self) {
+        let body = self.buffer.split().freeze();
+        for to in self.to.drain(..) {
+            let _ = to.send(body.clone());
+        }
     }
 }
 
@@ -77,21 +127,27 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Streaming(body, _) => Pin::new(body).poll_frame(cx),
+            RequestBody::Buffered(bytes) if bytes.is_empty() => Poll::Ready(None),
+            RequestBody::Buffered(bytes) => {
+                Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes)))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Streaming(body) => body.is_end_stream(),
+            RequestBody::Streaming(body, _) => body.is_end_stream(),
+            RequestBody::Buffered(bytes) => bytes.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Streaming(body) => body.size_hint(),
+            RequestBody::Streaming(body, _) => body.size_hint(),
+            RequestBody::Buffered(bytes) => SizeHint::with_exact(bytes.len() as u64),
         }
     }
 }
@@ -304,7 +360,7 @@ async fn exchange(
     extra: &ExtraHeaders,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let framing = match request.body() {
-        RequestBody::Streaming(_)
+        RequestBody::Streaming(..)
             if !request.headers().contains_key(http::header::CONTENT_LENGTH) =>
         {
             RequestFraming::Chunked
@@ -329,9 +385,17 @@ async fn exchange(
     let mut interim = false;
     // A final answer that came while the body was still being sent.
     let mut early = None;
-    if let RequestBody::Streaming(body) = std::mem::replace(request.body_mut(), RequestBody::Empty)
-    {
-        early = send_body_or_early_answer(conn, body, framing, &mut interim).await?;
+    match std::mem::replace(request.body_mut(), RequestBody::Empty) {
+        RequestBody::Streaming(body, tee) => {
+            early = send_body_or_early_answer(conn, body, tee, framing, &mut interim).await?;
+        }
+        // A copy's body: its length is in its head.
+        RequestBody::Buffered(bytes) => conn
+            .stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| Failed::NoResponse(UpstreamError::Io(e)))?,
+        RequestBody::Empty => {}
     }
 
     let method = request.method().clone();
@@ -377,6 +441,7 @@ fn is_interim(status: http::StatusCode) -> bool {
 async fn send_body_or_early_answer(
     connection: &mut UpstreamConnection,
     body: Limited<Incoming>,
+    tee: Option<Tee>,
     framing: RequestFraming,
     interim: &mut bool,
 ) -> Result<Option<wire::ResponseHead>, Failed> {
@@ -387,7 +452,7 @@ async fn send_body_or_early_answer(
         ..
     } = connection;
     let (mut reader, mut writer) = stream.split();
-    let mut sending = std::pin::pin!(send_body(&mut writer, write, body, framing));
+    let mut sending = std::pin::pin!(send_body(&mut writer, write, body, tee, framing));
     loop {
         tokio::select! {
             biased;
@@ -405,6 +470,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
     out: &mut W,
     scratch: &mut Vec<u8>,
     mut body: Limited<Incoming>,
+    mut tee: Option<Tee>,
     framing: RequestFraming,
 ) -> Result<(), UpstreamError> {
     while let Some(frame) = body.frame().await {
@@ -412,6 +478,9 @@ async fn send_body<W: AsyncWrite + Unpin>(
         let Ok(data) = frame.into_data() else {
             continue; // request trailers are not forwarded
         };
+        if let Some(tee) = &mut tee {
+            tee.push(&data);
+        }
         let bytes: &[u8] = match framing {
             RequestFraming::AsDeclared => &data,
             RequestFraming::Chunked => {
@@ -428,6 +497,9 @@ async fn send_body<W: AsyncWrite + Unpin>(
         out.write_all(wire::LAST_CHUNK)
             .await
             .map_err(UpstreamError::Io)?;
+    }
+    if let Some(tee) = &mut tee {
+        tee.finish();
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ pub(crate) mod wire;
 pub use balance::Balancer;
 pub use body::UpstreamBody;
 pub use client::{
-    enter_worker, is_idempotent, send, set_worker_count, RequestBody, SendFailure,
+    enter_worker, is_idempotent, send, set_worker_count, RequestBody, SendFailure, Tee,
     UpstreamConnection, UpstreamError, IDLE_TIMEOUT,
 };
 pub use endpoint::{parse_endpoint, Endpoint, InFlight};

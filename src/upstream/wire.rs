@@ -36,7 +36,7 @@ pub enum RequestFraming {
 /// Headers written onto the wire after the request's own: what the proxy adds to every
 /// request (the forwarded headers, the decision). Inserting new names into the client's
 /// header map instead would regrow (rehash) the map on every request.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ExtraHeaders {
     slots: [Option<(HeaderName, HeaderValue)>; 6],
 }
@@ -47,6 +47,14 @@ impl ExtraHeaders {
         let slot = self.slots.iter_mut().find(|s| s.is_none());
         *slot.expect("ExtraHeaders has a slot for every header the proxy adds") =
             Some((name, value));
+    }
+
+    /// Sets `name` to `value`, in the slot it has or a free one.
+    pub fn replace(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.slots.iter_mut().flatten().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.push(name, value),
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {

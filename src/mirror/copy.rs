@@ -1,0 +1,214 @@
+//! One copy: prepared while the served request is rewritten for its upstream, started
+//! once the served answer's head is in, sent on a task of its own, and compared when
+//! both answers are in.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderName, Method, Request, Uri};
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::diff::{self, Answer};
+use super::{now_rfc3339, Difference, Mirror, Outcome, Slot, CAPTURE_BYTES};
+use crate::upstream::{self, health, ExtraHeaders, RequestBody};
+
+/// Marks a copy, so its upstream can tell it from real traffic.
+pub const X_GRAYGATE_MIRROR: HeaderName = HeaderName::from_static("x-graygate-mirror");
+
+/// A copy decided on, before the served answer is in.
+#[derive(Debug)]
+pub struct Draft {
+    pub mirror: Arc<Mirror>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    extra: ExtraHeaders,
+    /// The request body, once it has streamed to the served upstream whole; `None`
+    /// for a bodiless request.
+    body: Option<oneshot::Receiver<Bytes>>,
+}
+
+impl Draft {
+    /// A copy of the upstream request `head` (already rewritten for the upstream, with
+    /// the gateway's headers in `extra`), marked as a copy and named for the target.
+    pub fn new(
+        mirror: Arc<Mirror>,
+        head: &http::request::Parts,
+        extra: &ExtraHeaders,
+        body: Option<oneshot::Receiver<Bytes>>,
+    ) -> Self {
+        let mut headers = head.headers.clone();
+        headers.insert(X_GRAYGATE_MIRROR, HeaderValue::from_static("1"));
+        let mut extra = extra.clone();
+        extra.replace(crate::proxy::X_GRAYGATE_POOL, mirror.to_header.clone());
+        Draft {
+            mirror,
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            headers,
+            extra,
+            body,
+        }
+    }
+
+    /// Sends the copy, now that the served answer's head is in. `served` is where the
+    /// served answer will come, for the comparison. A copy beyond `max_in_flight` is
+    /// dropped and counted.
+    pub fn launch(self, served: Option<oneshot::Receiver<Answer>>) {
+        let state = Arc::clone(&self.mirror.state);
+        let Some(slot) = state.slot(self.mirror.max_in_flight) else {
+            state.count(Outcome::Dropped);
+            return;
+        };
+        tokio::spawn(self.run(slot, served));
+    }
+
+    async fn run(self, slot: Slot, served: Option<oneshot::Receiver<Answer>>) {
+        let mirror = Arc::clone(&self.mirror);
+        let deadline = Instant::now() + mirror.timeout;
+        let (method, path) = (self.method.to_string(), self.uri.path().to_string());
+        let copy = tokio::time::timeout_at(deadline, self.send()).await;
+        let answer = match copy {
+            Ok(Ok(answer)) => {
+                mirror.state.count(Outcome::Sent);
+                answer
+            }
+            Ok(Err(outcome)) => return mirror.state.count(outcome),
+            Err(_elapsed) => return mirror.state.count(Outcome::Timeout),
+        };
+        let Some(served) = served else {
+            return;
+        };
+        // The served answer may still be streaming to its client: wait for it as
+        // long again, then give up on the comparison (the copy still counts as sent).
+        let Ok(Ok(served)) = tokio::time::timeout(mirror.timeout, served).await else {
+            return;
+        };
+        let differences = diff::compare(&served, &answer, &mirror.ignore_headers);
+        let record = differences.any().then(|| Difference {
+            at: now_rfc3339(),
+            method,
+            path,
+            served_status: served.status,
+            mirror_status: answer.status,
+            differences,
+        });
+        mirror.state.compared(record);
+        drop(slot);
+    }
+
+    /// The copy's request and answer, within the caller's deadline.
+    async fn send(self) -> Result<Answer, Outcome> {
+        let Draft {
+            mirror,
+            method,
+            uri,
+            mut headers,
+            extra,
+            body,
+        } = self;
+        let body = match body {
+            None => RequestBody::Empty,
+            // The sender is dropped when the body grew past the bound, or never came
+            // whole: the request was served, and not copied.
+            Some(body) => RequestBody::Buffered(body.await.map_err(|_| Outcome::TooLarge)?),
+        };
+        if let RequestBody::Buffered(bytes) = &body {
+            headers.remove(TRANSFER_ENCODING);
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
+        let target = &mirror.target;
+        let endpoint = target.start_request().ok_or(Outcome::Error)?;
+        if !headers.contains_key(HOST) {
+            let host = HeaderValue::from_str(endpoint.authority.as_str());
+            headers.insert(HOST, host.expect("an authority is a valid Host"));
+        }
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let report = |ok: bool| {
+            if ok {
+                health::report_success(&endpoint);
+            } else {
+                health::report_failure(&endpoint, &target.endpoints, &mirror.to_name);
+            }
+        };
+        let response =
+            match upstream::send(&endpoint, target.connect_timeout, request, &extra).await {
+                Ok(response) => response,
+                Err(failure) => {
+                    debug!(to = &*mirror.to_name, error = %failure.error, "mirror copy failed");
+                    report(false);
+                    return Err(Outcome::Error);
+                }
+            };
+        report(!response.status().is_server_error());
+        let (head, mut body) = response.into_parts();
+        let mut captured = Capture::empty();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| Outcome::Error)?;
+            if let Some(data) = frame.data_ref() {
+                captured.push(data);
+            }
+        }
+        Ok(captured.answer(head.status.as_u16(), head.headers))
+    }
+}
+
+/// The served answer, captured as it streams to the client, up to [`CAPTURE_BYTES`].
+#[derive(Debug)]
+pub struct Capture {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    length: u64,
+    to: Vec<oneshot::Sender<Answer>>,
+}
+
+impl Capture {
+    /// A capture of an answer with this head, for each of `to`.
+    pub fn new(status: u16, headers: HeaderMap, to: Vec<oneshot::Sender<Answer>>) -> Self {
+        Capture {
+            status,
+            headers,
+            body: Vec::new(),
+            length: 0,
+            to,
+        }
+    }
+
+    fn empty() -> Self {
+        Capture::new(0, HeaderMap::new(), Vec::new())
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.length += data.len() as u64;
+        let room = CAPTURE_BYTES.saturating_sub(self.body.len());
+        self.body.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn answer(self, status: u16, headers: HeaderMap) -> Answer {
+        Answer {
+            status,
+            headers,
+            truncated: self.length > self.body.len() as u64,
+            length: Some(self.length),
+            body: self.body,
+        }
+    }
+
+    /// The answer went to its client whole: hand it to the comparisons.
+    pub fn finish(mut self) {
+        let to = std::mem::take(&mut self.to);
+        let (status, headers) = (self.status, std::mem::take(&mut self.headers));
+        let answer = self.answer(status, headers);
+        for to in to {
+            let _ = to.send(answer.clone());
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Dark launches by mirroring: a share of the requests one pool serves is copied to
+//! another, and the copy's answer is compared with the served one, then discarded.
+//!
+//! A copy never touches the request it copies:
+//! - it starts once the served answer's head is in, on a task of its own, and at most
+//!   `max_in_flight` run at once: beyond that a copy is dropped and counted, never
+//!   queued;
+//! - it goes to endpoints of its own (the target pool's addresses, with their own
+//!   connections and health), under its own `timeout`;
+//! - a request body is copied as it streams to the served upstream, up to
+//!   `max_body_bytes`; a longer one is served as usual and not copied;
+//! - the served answer is kept for the comparison only up to a bound, as it streams to
+//!   the client, which never waits for it.
+//!
+//! [`diff`] compares the answers; [`copy`] sends the copy and records the outcome.
+
+pub mod copy;
+pub mod diff;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use http::header::{HeaderName, HeaderValue};
+use http::Method;
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+
+use crate::routing::{murmur3_x86_32, PoolId};
+use crate::upstream::{Balancer, Endpoint, InFlight};
+
+/// How many recent differences each mirror keeps for `/admin/mirror`.
+pub const KEEP_DIFFERENCES: usize = 100;
+/// The most of either answer's body kept for a comparison.
+pub const CAPTURE_BYTES: usize = 1 << 20;
+
+/// `graygate_mirror_requests_total{outcome}` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent, and answered.
+    Sent = 0,
+    /// Not sent: `max_in_flight` copies were already running.
+    Dropped = 1,
+    /// No answer within `timeout`.
+    Timeout = 2,
+    /// Refused, reset, or no available endpoint.
+    Error = 3,
+    /// The request body was longer than `max_body_bytes`: served, not copied.
+    TooLarge = 4,
+}
+
+pub const OUTCOMES: [&str; 5] = ["sent", "dropped", "timeout", "error", "too_large"];
+/// `graygate_mirror_diffs_total{kind}` values.
+pub const DIFF_KINDS: [&str; 3] = ["status", "header", "body"];
+
+/// A compiled `[[mirror]]`.
+#[derive(Debug)]
+pub struct Mirror {
+    pub from: PoolId,
+    pub from_name: Box<str>,
+    pub to_name: Box<str>,
+    /// `x-graygate-pool` on the copy.
+    pub to_header: HeaderValue,
+    pub permille: u16,
+    pub methods: Vec<Method>,
+    pub max_body_bytes: u64,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub diff: bool,
+    pub ignore_headers: Vec<HeaderName>,
+    pub target: Target,
+    /// What outlives config generations: the count in flight, the counters, the
+    /// recent differences.
+    pub state: Arc<MirrorState>,
+}
+
+/// Where copies go: the target pool's addresses, as endpoints of the mirror's own.
+#[derive(Debug)]
+pub struct Target {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub balancer: Balancer,
+    pub connect_timeout: Duration,
+}
+
+impl Target {
+    /// An available endpoint, counted in flight; `None` when all are down.
+    pub fn start_request(&self) -> Option<InFlight> {
+        let picked = self.balancer.pick(&self.endpoints);
+        if picked.is_available() {
+            return Some(picked.start());
+        }
+        self.endpoints
+            .iter()
+            .find(|e| e.is_available())
+            .map(|e| e.start())
+    }
+}
+
+impl Mirror {
+    /// Whether a request with this method, user key and declared body length is
+    /// copied: the method is listed, and the request is in the mirror's share (by the
+    /// user key when there is one, so a user's requests are all copied or none; else
+    /// drawn). `Err(TooLarge)` for a body declared longer than `max_body_bytes`.
+    pub fn takes(
+        &self,
+        method: &Method,
+        user_key: Option<&[u8]>,
+        declared_body: Option<u64>,
+    ) -> Result<bool, Outcome> {
+        if !self.methods.contains(method) {
+            return Ok(false);
+        }
+        let inside = match user_key {
+            Some(key) => {
+                let salt = format!("mirror:{}:{}", self.from_name, self.to_name);
+                (murmur3_x86_32(salt.as_bytes(), key, 0) % 1000) < u32::from(self.permille)
+            }
+            None => fastrand::u16(..1000) < self.permille,
+        };
+        if !inside {
+            return Ok(false);
+        }
+        if declared_body.is_some_and(|n| n > self.max_body_bytes) {
+            return Err(Outcome::TooLarge);
+        }
+        Ok(true)
+    }
+}
+
+/// A mirror's state across config generations, keyed by its `from` and `to`.
+#[derive(Debug)]
+pub struct MirrorState {
+    in_flight: AtomicUsize,
+    requests: [Counter; 5],
+    diffs: [Counter; 3],
+    compared: Counter,
+    equal: Counter,
+    recent: Mutex<VecDeque<Difference>>,
+}
+
+/// One difference, as `/admin/mirror` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    pub at: String,
+    pub method: String,
+    /// Without the query string, which may carry user ids.
+    pub path: String,
+    pub served_status: u16,
+    pub mirror_status: u16,
+    #[serde(flatten)]
+    pub differences: diff::Differences,
+}
+
+/// A copy counted in flight until dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<MirrorState>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl MirrorState {
+    pub fn new(requests: [Counter; 5], diffs: [Counter; 3]) -> Self {
+        MirrorState {
+            in_flight: AtomicUsize::new(0),
+            requests,
+            diffs,
+            compared: Counter::default(),
+            equal: Counter::default(),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// A place for one more copy, unless `max` are running.
+    pub fn slot(self: &Arc<Self>, max: usize) -> Option<Slot> {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(Arc::clone(self));
+        (before < max).then_some(slot)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self, outcome: Outcome) {
+        self.requests[outcome as usize].inc();
+    }
+
+    /// Records a comparison and, if the answers differed, what differed.
+    pub fn compared(&self, difference: Option<Difference>) {
+        self.compared.inc();
+        let Some(difference) = difference else {
+            self.equal.inc();
+            return;
+        };
+        let d = &difference.differences;
+        for (kind, differs) in [d.status.is_some(), !d.headers.is_empty(), d.body]
+            .into_iter()
+            .enumerate()
+        {
+            if differs {
+                self.diffs[kind].inc();
+            }
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_front(difference);
+        recent.truncate(KEEP_DIFFERENCES);
+    }
+
+    /// `/admin/mirror`'s counts and recent differences for this mirror.
+    pub fn report(&self) -> serde_json::Value {
+        let counts: serde_json::Map<String, serde_json::Value> = OUTCOMES
+            .iter()
+            .zip(&self.requests)
+            .map(|(name, c)| (name.to_string(), c.get().into()))
+            .collect();
+        let diffs: serde_json::Map<String, serde_json::Value> = DIFF_KINDS
+            .iter()
+            .zip(&self.diffs)
+            .map(|(name, c)| (name.to_string(), c.get().into()))
+            .collect();
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({
+            "in_flight": self.in_flight(),
+            "copies": counts,
+            "compared": self.compared.get(),
+            "equal": self.equal.get(),
+            "differences": diffs,
+            "recent": recent.iter().collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Every mirror's state, by `from` and `to`; weak, so a mirror no config has goes.
+#[derive(Debug, Default)]
+pub struct MirrorRegistry {
+    states: Mutex<HashMap<(String, String), Weak<MirrorState>>>,
+}
+
+impl MirrorRegistry {
+    /// The live state for the mirror from `from` to `to`, or a new one from `make`.
+    pub fn get(
+        &self,
+        from: &str,
+        to: &str,
+        make: impl FnOnce() -> MirrorState,
+    ) -> Arc<MirrorState> {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.retain(|_, weak| weak.strong_count() > 0);
+        let key = (from.to_string(), to.to_string());
+        if let Some(state) = states.get(&key).and_then(Weak::upgrade) {
+            return state;
+        }
+        let state = Arc::new(make());
+        states.insert(key, Arc::downgrade(&state));
+        state
+    }
+}
+
+/// The time of a difference, for people.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

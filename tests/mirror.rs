@@ -1,0 +1,580 @@
+//! Dark launches by mirroring, end to end: real upstreams on 127.0.0.1 (one that hangs,
+//! one that is dead, one that is slow and counts its concurrency), real traffic with
+//! keep-alive, the copies as the mirror target sees them, the differences as
+//! `/admin/mirror` and the metrics report them, and bad configs refused.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+/// Blue serves; green is the mirror target. `mirror` is the body of a `[[mirror]]`.
+fn mirror_config(blue: SocketAddr, green: SocketAddr, mirror: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_timeout = "2s"
+
+[pools.blue]
+endpoints = ["{blue}"]
+[pools.green]
+endpoints = ["{green}"]
+
+[routing]
+stable = "blue"
+user_key = {{ header = "x-user-id" }}
+
+[[mirror]]
+from = "blue"
+to = "green"
+{mirror}
+"#
+    )
+}
+
+/// A target that accepts connections and never answers.
+async fn hanging_target() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// A target that answers after `delay`, counting the requests it holds at once.
+struct SlowTarget {
+    addr: SocketAddr,
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    served: Arc<AtomicUsize>,
+}
+
+impl SlowTarget {
+    async fn start(delay: Duration) -> SlowTarget {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (now, most, served) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (n, m, s) = (Arc::clone(&now), Arc::clone(&most), Arc::clone(&served));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (n, m, s) = (Arc::clone(&n), Arc::clone(&m), Arc::clone(&s));
+                let service = service_fn(move |_: Request<Incoming>| {
+                    let (n, m, s) = (Arc::clone(&n), Arc::clone(&m), Arc::clone(&s));
+                    async move {
+                        let held = n.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.fetch_max(held, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        n.fetch_sub(1, Ordering::SeqCst);
+                        s.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("green"))))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        SlowTarget {
+            addr,
+            now,
+            most,
+            served,
+        }
+    }
+}
+
+async fn mirror_report(gw: &Gateway) -> Value {
+    let answer = get(&gw.admin_url("/admin/mirror"), &[]).await;
+    assert_eq!(answer.status, 200);
+    serde_json::from_str::<Value>(&answer.body).unwrap()["mirrors"][0].clone()
+}
+
+/// `n` sequential GETs on one keep-alive connection; each one's latency.
+async fn timed_gets(gw: &Gateway, n: usize) -> Vec<Duration> {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build_http::<Full<Bytes>>();
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let request = Request::get(gw.url("/"))
+            .header("x-user-id", i.to_string())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let started = Instant::now();
+        let response = tokio::time::timeout(STEP, client.request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.into_body().collect().await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+fn p99(latencies: &mut [Duration]) -> Duration {
+    latencies.sort();
+    latencies[latencies.len() * 99 / 100]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_mirror_target_adds_no_latency_to_served_requests() {
+    let blue = Upstream::named("blue").await;
+    let green = hanging_target().await;
+    let mirrored = Gateway::start(&mirror_config(
+        blue.addr,
+        green,
+        "timeout = \"300ms\"\nmax_in_flight = 16",
+    ));
+    let plain = Gateway::start(&mirror_config(blue.addr, green, "permille = 0"));
+    // Interleaved, so the machine's noise hits both alike.
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        on.extend(timed_gets(&mirrored, 100).await);
+        off.extend(timed_gets(&plain, 100).await);
+    }
+    let (p99_on, p99_off) = (p99(&mut on), p99(&mut off));
+    let (median_on, median_off) = (on[on.len() / 2], off[off.len() / 2]);
+    eprintln!("500 requests, target hanging: p50 {median_on:?} / p99 {p99_on:?} mirrored, p50 {median_off:?} / p99 {p99_off:?} not");
+    assert!(
+        p99_on < p99_off * 3 + Duration::from_millis(20),
+        "p99 {p99_on:?} with a hanging mirror, {p99_off:?} without"
+    );
+    assert!(
+        p99_on < Duration::from_millis(250),
+        "a served request waited for its copy: p99 {p99_on:?}"
+    );
+    // Every copy timed out (300 ms after it started) or was dropped; none was answered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let timed_out = metric(
+        &mirrored,
+        "graygate_mirror_requests_total",
+        &[("outcome", "timeout")],
+    )
+    .await;
+    let dropped = metric(
+        &mirrored,
+        "graygate_mirror_requests_total",
+        &[("outcome", "dropped")],
+    )
+    .await;
+    let sent = metric(
+        &mirrored,
+        "graygate_mirror_requests_total",
+        &[("outcome", "sent")],
+    )
+    .await;
+    eprintln!("copies: {timed_out} timed out, {dropped} dropped (max_in_flight 16)");
+    assert_eq!((timed_out + dropped, sent), (500.0, 0.0));
+    assert!(timed_out > 0.0 && dropped > 0.0);
+}
+
+#[tokio::test]
+async fn a_dead_mirror_target_never_fails_a_served_request() {
+    let blue = Upstream::named("blue").await;
+    let gw = Gateway::start(&mirror_config(blue.addr, dead_address().await, ""));
+    for i in 0..100 {
+        let answer = get(&gw.url("/"), &[("x-user-id", &i.to_string())]).await;
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.as_str()),
+            (200, "blue")
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        metric(
+            &gw,
+            "graygate_mirror_requests_total",
+            &[("outcome", "error")]
+        )
+        .await,
+        100.0
+    );
+    // The dead target's endpoint is the mirror's own: real traffic's blue is untouched,
+    // and green's own endpoint (never used here) is not ejected either.
+    assert!(get(&gw.admin_url("/readyz"), &[]).await.status.is_success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_in_flight_copies_are_open_at_once() {
+    let blue = Upstream::named("blue").await;
+    let green = SlowTarget::start(Duration::from_millis(300)).await;
+    let gw = Gateway::start(&mirror_config(
+        blue.addr,
+        green.addr,
+        "max_in_flight = 4\ntimeout = \"5s\"",
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let url = gw.url("/");
+        tasks.spawn(async move { get(&url, &[("x-user-id", &i.to_string())]).await.status });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || green.now.load(Ordering::SeqCst)
+            == 0
+            && green.served.load(Ordering::SeqCst) > 0)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let most = green.most.load(Ordering::SeqCst);
+    let dropped = metric(
+        &gw,
+        "graygate_mirror_requests_total",
+        &[("outcome", "dropped")],
+    )
+    .await;
+    let sent = metric(
+        &gw,
+        "graygate_mirror_requests_total",
+        &[("outcome", "sent")],
+    )
+    .await;
+    eprintln!("50 concurrent requests: at most {most} copies at the target at once, {sent} sent, {dropped} dropped");
+    assert!(most <= 4 && most >= 1, "{most} copies at once");
+    assert_eq!(sent + dropped, 50.0);
+    assert_eq!(sent as usize, green.served.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_post_is_copied_only_when_asked_and_a_body_only_up_to_the_bound() {
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let post = |gw: &Gateway, body: Vec<u8>| {
+        let request = Request::post(gw.url("/infer"))
+            .header("x-user-id", "1")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        send(request)
+    };
+    // The default: safe methods only.
+    let safe = Gateway::start(&mirror_config(blue.addr, green.addr, ""));
+    assert_eq!(
+        post(&safe, b"{\"prompt\":\"hi\"}".to_vec()).await.status,
+        200
+    );
+    get(&safe.url("/"), &[("x-user-id", "1")]).await;
+    assert!(wait_until(Duration::from_secs(5), || green.requests().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        green
+            .requests()
+            .iter()
+            .map(|r| r.method.as_str())
+            .collect::<Vec<_>>(),
+        ["GET"]
+    );
+
+    let posting = Gateway::start(&mirror_config(
+        blue.addr,
+        green.addr,
+        "methods = [\"POST\"]\nallow_side_effects = true\nmax_body_bytes = 1024",
+    ));
+    let body = b"{\"prompt\":\"a model call\"}".to_vec();
+    assert_eq!(post(&posting, body.clone()).await.status, 200);
+    assert!(wait_until(Duration::from_secs(5), || green.requests().len() == 2).await);
+    let copy = green.last();
+    assert_eq!(
+        (copy.method.as_str(), copy.uri.path(), &copy.body[..]),
+        ("POST", "/infer", &body[..])
+    );
+    assert_eq!(copy.headers["x-graygate-mirror"], "1");
+    // Over the bound, declared or streamed: served whole, and not copied.
+    let large = vec![b'x'; 4096];
+    let answer = post(&posting, large.clone()).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        blue.last().body.len(),
+        4096,
+        "the served request lost nothing"
+    );
+    let chunked = Request::post(posting.url("/infer"))
+        .header("x-user-id", "1")
+        .body(Chunks(
+            [Bytes::from(vec![b'y'; 800]), Bytes::from(vec![b'y'; 800])].into(),
+        ))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let response = tokio::time::timeout(STEP, client.request(chunked))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.into_body().collect().await;
+    assert_eq!(blue.last().body.len(), 1600);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(green.requests().len(), 2, "neither large body was copied");
+    assert_eq!(
+        metric(
+            &posting,
+            "graygate_mirror_requests_total",
+            &[("outcome", "too_large")]
+        )
+        .await,
+        2.0
+    );
+}
+
+/// A body sent as these chunks, with no declared length (so: chunked).
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .0
+                .pop_front()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
+    }
+}
+
+#[tokio::test]
+async fn copies_are_marked_and_the_share_copied_is_the_permille_sticky_per_user() {
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let gw = Gateway::start(&mirror_config(blue.addr, green.addr, "permille = 300"));
+    for user in 0..2000 {
+        get(&gw.url("/"), &[("x-user-id", &format!("u{user}"))]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let copies = green.requests();
+    // Binomial(2000, 0.3): sd 20.5; the bound is five of them.
+    assert!(
+        (500..=700).contains(&copies.len()),
+        "{} of 2,000 copied at 300‰",
+        copies.len()
+    );
+    for copy in &copies {
+        assert_eq!(copy.headers["x-graygate-mirror"], "1");
+        assert_eq!(copy.headers["x-graygate-pool"], "green");
+    }
+    // Sticky by user: the same users again are copied again, and only they.
+    let copied: std::collections::BTreeSet<String> = copies
+        .iter()
+        .map(|c| c.headers["x-user-id"].to_str().unwrap().to_string())
+        .collect();
+    for user in copied.iter().take(50) {
+        get(&gw.url("/"), &[("x-user-id", user)]).await;
+    }
+    get(&gw.url("/"), &[("x-user-id", "u-not-copied-probe")]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = green.requests();
+    eprintln!("2,000 users at 300‰: {} copied", copies.len());
+    assert!(again.len() >= copies.len() + 50 && again.len() <= copies.len() + 51);
+}
+
+#[tokio::test]
+async fn differences_are_counted_and_listed_with_their_json_paths() {
+    let answer = |version: &'static str| -> Handler {
+        Arc::new(move |seen: &Seen| {
+            let json = |text: &str, tokens: u32| {
+                format!(
+                    r#"{{"choices":[{{"text":"{text}","index":0}}],"usage":{{"total_tokens":{tokens}}}}}"#
+                )
+            };
+            let (status, body, model) = match (seen.uri.path(), version) {
+                ("/same", _) => (200, r#"{"ok":true}"#.to_string(), "m"),
+                ("/status", "v1") => (200, "ok".to_string(), "m"),
+                ("/status", _) => (503, "ok".to_string(), "m"),
+                (_, "v1") => (200, json("hello", 7), "v1"),
+                _ => (200, json("hullo", 9), "v2"),
+            };
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .header("x-model", if seen.uri.path() == "/" { model } else { "m" })
+                .header("x-request-id", version)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        })
+    };
+    let blue = Upstream::with_handler(answer("v1")).await;
+    let green = Upstream::with_handler(answer("v2")).await;
+    let gw = Gateway::start(&mirror_config(
+        blue.addr,
+        green.addr,
+        "diff_ignore_headers = [\"date\", \"x-request-id\"]",
+    ));
+    get(&gw.url("/same"), &[]).await;
+    get(&gw.url("/?user=secret"), &[]).await;
+    get(&gw.url("/status"), &[]).await;
+    let deadline = Instant::now() + STEP;
+    let report = loop {
+        let report = mirror_report(&gw).await;
+        if report["compared"] == 3 || Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (report["compared"].as_u64(), report["equal"].as_u64()),
+        (Some(3), Some(1)),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["differences"],
+        serde_json::json!({ "status": 1, "header": 1, "body": 1 })
+    );
+    let recent = report["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 2);
+    let status = recent.iter().find(|d| d["path"] == "/status").unwrap();
+    assert_eq!(
+        (
+            status["served_status"].as_u64(),
+            status["mirror_status"].as_u64()
+        ),
+        (Some(200), Some(503))
+    );
+    let model = recent.iter().find(|d| d["path"] == "/").unwrap();
+    assert_eq!(model["method"], "GET");
+    assert_eq!(
+        model["headers"],
+        serde_json::json!(["x-model"]),
+        "date and x-request-id are ignored"
+    );
+    assert_eq!(
+        model["json_paths"],
+        serde_json::json!(["$.choices[0].text", "$.usage.total_tokens"])
+    );
+    assert!(
+        !model.to_string().contains("secret"),
+        "the query string is never listed"
+    );
+    for (kind, n) in [("status", 1.0), ("header", 1.0), ("body", 1.0)] {
+        assert_eq!(
+            metric(
+                &gw,
+                "graygate_mirror_diffs_total",
+                &[("to", "green"), ("kind", kind)]
+            )
+            .await,
+            n,
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_mirrors_are_refused_with_their_keys_and_a_reload_keeps_the_old_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[pools.blue]\nendpoints = [\"127.0.0.1:1\"]\n[pools.green]\nendpoints = [\"127.0.0.1:2\"]\n[routing]\nstable = \"blue\"\n[[mirror]]\n";
+    for (mirror, key, message) in [
+        (
+            "from = \"blue\"\nto = \"gren\"",
+            "mirror[0].to",
+            "unknown pool `gren`",
+        ),
+        (
+            "from = \"blue\"\nto = \"blue\"",
+            "mirror[0].to",
+            "must differ from `from`",
+        ),
+        (
+            "from = \"blue\"\nto = \"green\"\npermille = 1001",
+            "mirror[0].permille",
+            "between 0 and 1000",
+        ),
+        (
+            "from = \"blue\"\nto = \"green\"\nmethods = [\"GET\", \"POST\"]",
+            "mirror[0].methods[1]",
+            "POST is not a safe method",
+        ),
+        (
+            "from = \"blue\"\nto = \"green\"\nmethods = [\"get\"]",
+            "mirror[0].methods[0]",
+            "methods are case-sensitive: write `GET`",
+        ),
+        (
+            "from = \"blue\"\nto = \"green\"\nmax_in_flight = 0",
+            "mirror[0].max_in_flight",
+            "between 1 and 100000",
+        ),
+        (
+            "from = \"blue\"\nto = \"green\"\ndiff_ignore_headers = [\"a b\"]",
+            "mirror[0].diff_ignore_headers[0]",
+            "is not a header name",
+        ),
+        (
+            "from = \"blue\"\nto = \"green\"\nmax_body_bytes = 100000000",
+            "mirror[0].max_body_bytes",
+            "each copy holds its body in memory",
+        ),
+    ] {
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, format!("{base}{mirror}\n")).unwrap();
+        let out = Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mirror}: {err}");
+        assert!(
+            err.contains(&format!(": {key}: ")) && err.contains(message),
+            "{mirror}:\n{err}"
+        );
+    }
+    // A running gateway keeps its mirror through a bad edit.
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let gw = Gateway::start(&mirror_config(blue.addr, green.addr, ""));
+    write(
+        &gw.config_path,
+        &mirror_config(blue.addr, green.addr, "permille = -5"),
+    );
+    let reload = send(
+        Request::post(gw.admin_url("/admin/reload"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reload.status, 422, "{}", reload.body);
+    assert!(reload.body.contains("mirror[0].permille"));
+    get(&gw.url("/"), &[("x-user-id", "7")]).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || green.requests().len() == 1).await,
+        "the old mirror still copies"
+    );
+}
