@@ -1,4 +1,4 @@
-# Sourced by benches/callgrind.sh, benches/metrics_cost.sh and benches/rollout_cost.sh:
+# Sourced by benches/callgrind.sh, benches/metrics_cost.sh and benches/feature_cost.sh:
 # the one-worker setup they share, so all measure the same job. Functions only; nothing
 # runs on sourcing.
 
@@ -68,6 +68,21 @@ rule = "canary-50"
 steps = [50, 100]
 interval = "1h"
 min_step_duration = "1h"
+TOML
+}
+
+# The mirror the cost benchmark adds: every request blue serves is copied to a
+# `shadow` pool on blue's own origin, and the answers (equal, as a dark launch's mostly
+# are) are compared.
+mirror_toml() {
+  cat <<TOML
+[pools.shadow]
+endpoints = ["127.0.0.1:19181"]
+[[mirror]]
+from = "blue"
+to = "shadow"
+permille = 1000
+max_in_flight = 1024
 TOML
 }
 

@@ -273,7 +273,7 @@ fn rejects_unknown_top_level_key() {
         "unknown_top_level_key.toml",
         "7:2",
         "extra",
-        "unknown field `extra`, expected one of `server`, `limits`, `pools`, `routing`, `rules`, `log`, `rollout`",
+        "unknown field `extra`, expected one of `server`, `limits`, `pools`, `routing`, `rules`, `log`, `rollout`, `mirror`",
     );
 }
 

@@ -266,7 +266,7 @@ async fn at_most_max_in_flight_copies_are_open_at_once() {
     )
     .await;
     eprintln!("50 concurrent requests: at most {most} copies at the target at once, {sent} sent, {dropped} dropped");
-    assert!(most <= 4 && most >= 1, "{most} copies at once");
+    assert!((1..=4).contains(&most), "{most} copies at once");
     assert_eq!(sent + dropped, 50.0);
     assert_eq!(sent as usize, green.served.load(Ordering::SeqCst));
 }
@@ -576,5 +576,25 @@ async fn bad_mirrors_are_refused_with_their_keys_and_a_reload_keeps_the_old_conf
     assert!(
         wait_until(Duration::from_secs(5), || green.requests().len() == 1).await,
         "the old mirror still copies"
+    );
+}
+
+/// Copies go over kept-alive connections of their own: 100 copies in a row need one
+/// or two connections at the target, not a hundred.
+#[tokio::test]
+async fn copies_reuse_their_connections() {
+    let blue = Upstream::named("blue").await;
+    let green =
+        common::raw::Scripted::start(|_| common::raw::Reply::Send(common::raw::ok("green"))).await;
+    let gw = Gateway::start(&mirror_config(blue.addr, green.addr, ""));
+    for i in 0..100 {
+        get(&gw.url("/"), &[("x-user-id", &i.to_string())]).await;
+        // One copy at a time, so each can find the last one's connection idle.
+        assert!(wait_until(Duration::from_secs(5), || green.received().len() > i).await);
+    }
+    assert!(
+        green.connections() <= 2,
+        "{} connections for 100 copies",
+        green.connections()
     );
 }

@@ -156,6 +156,10 @@ impl Draft {
                 captured.push(data);
             }
         }
+        // Read to its end: the connection goes back to the mirror's own idle pool.
+        if let Some(connection) = body.take_reusable() {
+            endpoint.release(connection);
+        }
         Ok(captured.answer(head.status.as_u16(), head.headers))
     }
 }
