@@ -54,6 +54,8 @@ pub struct Settings {
     pub fallback: Fallback,
     pub request_timeout: Duration,
     pub max_body_bytes: u64,
+    /// Bounds each wait for a request body's next bytes.
+    pub body_read_timeout: Duration,
     pub sticky: Option<StickyCookie>,
 }
 

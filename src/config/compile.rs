@@ -150,6 +150,7 @@ impl Compiler<'_> {
                 fallback: file.routing.fallback,
                 request_timeout: file.limits.request_timeout,
                 max_body_bytes: file.limits.max_body_bytes,
+                body_read_timeout: file.limits.body_read_timeout,
                 sticky,
             },
             file: Arc::new(file.clone()),
@@ -247,7 +248,7 @@ impl Compiler<'_> {
     }
 
     fn read_pem(&mut self, file: &Path, path: KeyPath) -> Option<Vec<u8>> {
-        match std::fs::read(file) {
+        match super::read_regular(file, super::MAX_PEM_BYTES) {
             Ok(pem) => {
                 self.fingerprint.update(&pem);
                 Some(pem)
@@ -277,6 +278,8 @@ impl Compiler<'_> {
         for (key, value) in [
             ("header_read_timeout", limits.header_read_timeout),
             ("request_timeout", limits.request_timeout),
+            ("body_read_timeout", limits.body_read_timeout),
+            ("idle_timeout", limits.idle_timeout),
         ] {
             if value.is_zero() {
                 self.error(path.key(key), "must be greater than 0");
@@ -289,6 +292,12 @@ impl Compiler<'_> {
                     "must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}, got {}",
                     limits.max_header_bytes
                 ),
+            );
+        }
+        if !(1..=10_000).contains(&limits.max_headers) {
+            self.error(
+                path.key("max_headers"),
+                format!("must be between 1 and 10000, got {}", limits.max_headers),
             );
         }
         if limits.max_connections == 0 {
@@ -796,7 +805,10 @@ impl Compiler<'_> {
 
     /// One key a line; blank lines and `#` comments are skipped.
     fn whitelist_file(&mut self, file: &Path, path: KeyPath, set: &mut KeySet) {
-        match std::fs::read_to_string(file) {
+        let text = super::read_regular(file, super::MAX_WHITELIST_BYTES).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+        });
+        match text {
             Ok(text) => {
                 self.fingerprint.update(file.as_os_str().as_encoded_bytes());
                 self.fingerprint.update(text.as_bytes());

@@ -28,9 +28,52 @@ pub struct Source {
     pub text: String,
 }
 
+/// The most a config file may hold.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The most a whitelist file may hold.
+pub const MAX_WHITELIST_BYTES: u64 = 64 << 20;
+/// The most a certificate or key file may hold.
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// Reads a file the config names, if it is a regular file of at most `max` bytes. A
+/// FIFO, a device or a directory is refused before a byte is read: a FIFO blocks until
+/// a writer comes, and `/dev/zero` never ends.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK makes opening a FIFO return at once instead of waiting for
+    // a writer; the type is then checked on the handle itself, so a file
+    // swapped between a check and the open cannot slip through.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        let kind = if metadata.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, a socket or a device)"
+        };
+        return Err(std::io::Error::other(kind));
+    }
+    if metadata.len() > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
 impl Source {
     pub fn read(path: &Path) -> Result<Source, ConfigErrors> {
-        match std::fs::read_to_string(path) {
+        let text = read_regular(path, MAX_CONFIG_BYTES).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+        });
+        match text {
             Ok(text) => Ok(Source {
                 path: path.to_path_buf(),
                 text,

@@ -252,6 +252,16 @@ pub struct Limits {
     pub max_body_bytes: u64,
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Bounds each wait for a request body's next bytes, as nginx's
+    /// `client_body_timeout`: a body that stops arriving is the client's 408.
+    #[serde(default = "defaults::body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed with GOAWAY.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Request header lines, beyond which a request is 431.
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
 }
 
 impl Default for Limits {
@@ -262,6 +272,9 @@ impl Default for Limits {
             max_header_bytes: defaults::max_header_bytes(),
             max_body_bytes: defaults::max_body_bytes(),
             max_connections: defaults::max_connections(),
+            body_read_timeout: defaults::body_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_headers: defaults::max_headers(),
         }
     }
 }
@@ -496,6 +509,15 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         20_000
+    }
+    pub fn body_read_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_headers() -> usize {
+        100
     }
     pub fn health_path() -> String {
         "/healthz".to_string()

@@ -47,9 +47,16 @@ pub enum ClientErrorKind {
     HeaderTooLarge = 1,
     /// No complete head within `header_read_timeout`: the connection is closed.
     HeaderTimeout = 2,
+    /// The request body stopped arriving: 408.
+    BodyTimeout = 3,
 }
 
-const CLIENT_ERROR_KINDS: [&str; 3] = ["bad_request", "header_too_large", "header_timeout"];
+const CLIENT_ERROR_KINDS: [&str; 4] = [
+    "bad_request",
+    "header_too_large",
+    "header_timeout",
+    "body_timeout",
+];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -245,7 +252,7 @@ pub struct Metrics {
     fallbacks: Family<FromToLabels, Counter>,
     retries: Family<PoolLabels, Counter>,
     access_log_dropped: Counter,
-    client_errors: [Counter; 3],
+    client_errors: [Counter; 4],
     rollout: RolloutMetrics,
     mirror_requests: Family<MirrorOutcomeLabels, Counter>,
     mirror_diffs: Family<MirrorDiffLabels, Counter>,

@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 use http_body_util::LengthLimitError;
 
 use super::body::ResponseBody;
-use crate::upstream::UpstreamError;
+use crate::upstream::{BodyStalled, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -23,6 +23,10 @@ pub enum GatewayError {
     BodyTooLarge,
     #[error("the request body could not be read: {0}")]
     BadRequestBody(#[source] UpstreamError),
+    /// The client stopped sending its body: `body_read_timeout` passed between its
+    /// bytes, or `request_timeout` while the body was still arriving.
+    #[error("the request body stopped arriving")]
+    BodyTimeout,
     #[error("upstream request failed: {0}")]
     Upstream(#[source] UpstreamError),
     /// The gateway refuses the request itself (a CONNECT, a head it cannot forward).
@@ -50,6 +54,9 @@ impl GatewayError {
             if cause.is::<LengthLimitError>() {
                 return GatewayError::BodyTooLarge;
             }
+            if cause.is::<BodyStalled>() {
+                return GatewayError::BodyTimeout;
+            }
             source = cause.source();
         }
         if error.is_client_fault() {
@@ -65,6 +72,7 @@ impl GatewayError {
             GatewayError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Refused { status, .. } => *status,
         }
     }
@@ -77,6 +85,7 @@ impl GatewayError {
             GatewayError::ConnectTimeout => "504 gateway timeout: upstream connect timed out\n",
             GatewayError::NoEndpoint => "503 service unavailable: no healthy upstream endpoint\n",
             GatewayError::BodyTooLarge => "413 payload too large\n",
+            GatewayError::BodyTimeout => "408 request timeout: the request body stopped arriving\n",
             GatewayError::BadRequestBody(_) => {
                 "400 bad request: the request body could not be read\n"
             }
@@ -91,6 +100,13 @@ impl GatewayError {
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        // The rest of that body may still come: the connection cannot carry another
+        // request after it.
+        if matches!(self, GatewayError::BodyTimeout) {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

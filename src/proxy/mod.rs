@@ -21,6 +21,7 @@ mod sticky;
 mod upgrade;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -35,7 +36,7 @@ pub use headers::X_GRAYGATE_POOL;
 pub use sticky::mint as mint_sticky_id;
 
 use crate::config::model::Fallback;
-use crate::metrics::ErrorKind;
+use crate::metrics::{ClientErrorKind, ErrorKind};
 use crate::mirror::copy::{Capture, Draft};
 use crate::mirror::Mirror;
 use crate::routing::{Decision, RequestView};
@@ -146,6 +147,11 @@ impl Proxy {
             Ok(response) => response,
             Err(err) => {
                 debug!(pool = &*snapshot.pool(&decision).name, error = %err, "gateway error");
+                if matches!(err, GatewayError::BodyTimeout) {
+                    self.shared
+                        .metrics
+                        .client_error(ClientErrorKind::BodyTimeout);
+                }
                 err.response()
             }
         };
@@ -278,6 +284,20 @@ async fn forward(
             text: "405 method not allowed: CONNECT is not proxied\n",
         });
     }
+    // TRACE echoes the request back, headers included (cookies, tokens added on the
+    // way): refused, as nginx does.
+    if request.method() == Method::TRACE {
+        return Err(GatewayError::Refused {
+            status: http::StatusCode::METHOD_NOT_ALLOWED,
+            text: "405 method not allowed: TRACE is not proxied\n",
+        });
+    }
+    if let Err(text) = headers::check_host(&request) {
+        return Err(GatewayError::Refused {
+            status: http::StatusCode::BAD_REQUEST,
+            text,
+        });
+    }
     let limit = snapshot.settings.max_body_bytes;
     if headers::content_length(request.headers()).is_some_and(|len| len > limit) {
         return Err(GatewayError::BodyTooLarge);
@@ -296,7 +316,8 @@ async fn forward(
     if let Some(upgrade) = &upgrade {
         upgrade::restore_request_headers(&mut head.headers, upgrade);
     }
-    let mut body = RequestBody::new(body, limit);
+    let mut body = RequestBody::new(body, limit, snapshot.settings.body_read_timeout);
+    let body_received = body.received();
     // A copy of the rewritten head for each mirror; a streamed body is copied as it
     // goes upstream, up to the smallest mirror's bound.
     if !mirrors.is_empty() && upgrade.is_none() {
@@ -328,6 +349,10 @@ async fn forward(
     .await;
     let mut response = match sent {
         Ok(result) => result?,
+        // Still waiting on the client's body: the client's doing, never the upstream's.
+        Err(_elapsed) if body_received.is_some_and(|done| !done.load(Ordering::Relaxed)) => {
+            return Err(GatewayError::BodyTimeout);
+        }
         Err(_elapsed) => {
             let pool = snapshot.pool(decision);
             pool.metrics.upstream_error(ErrorKind::Timeout);

@@ -20,12 +20,26 @@ pub struct UpgradeRequest {
 }
 
 /// Takes the upgrade out of an HTTP/1.1 request that asks for one (`Connection:
-/// upgrade` and `Upgrade`), before its hop-by-hop headers are stripped.
+/// upgrade` and `Upgrade`), before its hop-by-hop headers are stripped. `h2c` is
+/// never one: a tunnel after its 101 would carry HTTP/2 frames no rule, header filter
+/// or limit of the gateway sees (Envoy refuses it too). A request that asks only for
+/// h2c goes on as plain HTTP/1.1.
 pub fn take(head: &mut Parts) -> Option<UpgradeRequest> {
     if head.version != Version::HTTP_11 || !connection_has_upgrade(&head.headers) {
         return None;
     }
-    let protocol = head.headers.get(header::UPGRADE)?.clone();
+    let offered = head.headers.get(header::UPGRADE)?;
+    let kept: Vec<&str> = offered
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    let protocol = HeaderValue::from_str(&kept.join(", ")).ok()?;
     let client = head.extensions.remove::<OnUpgrade>()?;
     Some(UpgradeRequest { protocol, client })
 }

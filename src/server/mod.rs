@@ -42,8 +42,11 @@ const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    pub max_headers: usize,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// An HTTP/2 connection with no open stream is closed after this long.
+    pub idle_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -51,8 +54,10 @@ impl ServerSettings {
         ServerSettings {
             header_read_timeout: file.limits.header_read_timeout,
             max_header_bytes: file.limits.max_header_bytes,
+            max_headers: file.limits.max_headers,
             max_connections: file.limits.max_connections,
             shutdown_timeout: file.server.shutdown_timeout,
+            idle_timeout: file.limits.idle_timeout,
         }
     }
 }
@@ -134,7 +139,8 @@ pub async fn serve(
                     watcher,
                     stream,
                     Arc::clone(&context),
-                    settings.header_read_timeout,
+                    &settings,
+                    connection_shutdown,
                 ))
                 .await
             } else {
@@ -206,7 +212,8 @@ async fn serve_plain(
     };
     match sniffed {
         (Protocol::Http2, stream) => {
-            serve_connection(&builders.http2, watcher, stream, context).await
+            let idle = Some(settings.idle_timeout);
+            serve_connection(&builders.http2, watcher, stream, context, shutdown, idle).await
         }
         (Protocol::Http1, stream) => {
             let (prefix, stream) = stream.into_parts();
@@ -222,7 +229,8 @@ async fn serve_plain(
                 http1::Served::Done => Ok(()),
                 http1::Served::HandOff { stream, unread } => {
                     let stream = Prefixed::new(unread, stream);
-                    serve_connection(&builders.http1, watcher, stream, context).await
+                    serve_connection(&builders.http1, watcher, stream, context, shutdown, None)
+                        .await
                 }
             }
         }
@@ -236,8 +244,10 @@ async fn serve_tls(
     watcher: Watcher,
     stream: TcpStream,
     context: Arc<ConnectionContext>,
-    handshake_timeout: Duration,
+    settings: &ServerSettings,
+    shutdown: Shutdown,
 ) -> Result<(), BoxError> {
+    let handshake_timeout = settings.header_read_timeout;
     let Some(config) = context.proxy.config().load().tls.clone() else {
         return Err("TLS is no longer configured; restart to remove the listener".into());
     };
@@ -249,12 +259,12 @@ async fn serve_tls(
             Ok(Err(err)) => return Err(format!("TLS handshake failed: {err}").into()),
             Err(_) => return Err("TLS handshake timed out".into()),
         };
-    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        &builders.http2
+    let (builder, idle) = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        (&builders.http2, Some(settings.idle_timeout))
     } else {
-        &builders.http1
+        (&builders.http1, None)
     };
-    serve_connection(builder, watcher, stream, context).await
+    serve_connection(builder, watcher, stream, context, shutdown, idle).await
 }
 
 /// What a connection-level error says about the client, for
@@ -278,33 +288,135 @@ fn client_error_kind(err: &(dyn std::error::Error + 'static)) -> Option<ClientEr
     }
 }
 
+/// Serves one connection through hyper until it ends. A shutdown drains it (HTTP/2
+/// gets GOAWAY, HTTP/1.1 closes once idle); with `idle` set (HTTP/2), a connection with
+/// no open stream for that long is closed the same way, so idle connections cannot
+/// hold every slot of `max_connections`.
 async fn serve_connection<IO>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
     io: IO,
     context: Arc<ConnectionContext>,
+    mut shutdown: Shutdown,
+    idle: Option<Duration>,
 ) -> Result<(), BoxError>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let streams = idle.map(|_| Arc::new(Streams::default()));
+    let counted = streams.clone();
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
+        let open = counted.as_ref().map(Streams::open);
         async move {
-            Ok::<_, Infallible>(
-                context
-                    .proxy
-                    .handle(request.map(Some), &context.client)
-                    .await,
-            )
+            let response = context
+                .proxy
+                .handle(request.map(Some), &context.client)
+                .await;
+            Ok::<_, Infallible>(response.map(|body| Counted { body, _open: open }))
         }
     });
-    watcher
-        .watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned(),
-        )
-        .await
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let mut connection = std::pin::pin!(connection);
+    // Held for the connection's life: the drain waits until every watcher is gone.
+    let _watched = watcher;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            _ = shutdown.wait(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = idle_for(streams.as_deref(), idle), if !closing && idle.is_some() => {
+                debug!("closing an idle HTTP/2 connection");
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// A connection's open streams, and when the last one closed.
+#[derive(Debug, Default)]
+struct Streams {
+    open: std::sync::atomic::AtomicUsize,
+    /// Milliseconds on the process clock (`upstream::health::now_millis`).
+    last_closed: std::sync::atomic::AtomicU64,
+}
+
+/// One open stream, until its answer's body is done or dropped.
+#[derive(Debug)]
+struct StreamOpen(Arc<Streams>);
+
+impl Streams {
+    fn open(self: &Arc<Self>) -> StreamOpen {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StreamOpen(Arc::clone(self))
+    }
+}
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        let now = crate::upstream::health::now_millis();
+        self.0
+            .last_closed
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Resolves once the connection has had no open stream for `idle`.
+async fn idle_for(streams: Option<&Streams>, idle: Option<Duration>) {
+    let (Some(streams), Some(idle)) = (streams, idle) else {
+        return std::future::pending().await;
+    };
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    let started = crate::upstream::health::now_millis();
+    loop {
+        let last = streams
+            .last_closed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(started);
+        let waited = crate::upstream::health::now_millis().saturating_sub(last);
+        if streams.open.load(std::sync::atomic::Ordering::Relaxed) == 0 && waited >= idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(
+            idle_ms.saturating_sub(waited).max(idle_ms / 4).max(10),
+        ))
+        .await;
+    }
+}
+
+/// An answer's body that keeps its stream counted open until it is done.
+struct Counted<B> {
+    body: B,
+    _open: Option<StreamOpen>,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Accepts on the listener if there is one; never resolves otherwise.
@@ -323,7 +435,8 @@ fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor>
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes);
+        .max_buf_size(settings.max_header_bytes)
+        .max_headers(settings.max_headers);
     // HTTP/2: bounded streams per connection, and hyper's guards against rapid reset
     // (CVE-2023-44487): a client that opens and resets streams faster than they are
     // accepted, or keeps provoking stream errors, loses its connection.

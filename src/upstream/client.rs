@@ -13,8 +13,8 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// The read buffer starts this large and grows only for a larger response head.
 const READ_BUFFER: usize = 8 * 1024;
+/// Interim (1xx) answers taken before the final one; more are a 502.
+const MAX_INTERIM: usize = 16;
 
 /// What the proxy sends upstream: nothing, the client's body streamed under the size
 /// limit (and copied as it goes, for a mirror, when a [`Tee`] is attached), or a body
@@ -50,17 +52,37 @@ const READ_BUFFER: usize = 8 * 1024;
 #[derive(Debug)]
 pub enum RequestBody {
     Empty,
-    Streaming(Limited<Incoming>, Option<Tee>),
+    Streaming(Streamed),
     Buffered(Bytes),
 }
 
+/// A client's body on its way upstream.
+#[derive(Debug)]
+pub struct Streamed {
+    body: Limited<Incoming>,
+    tee: Option<Tee>,
+    /// Bounds each wait for the client's next bytes (`limits.body_read_timeout`).
+    read_timeout: Duration,
+    /// Set once the whole body has come from the client.
+    received: Arc<AtomicBool>,
+}
+
+/// The client sent no body bytes for a whole `body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stopped arriving")]
+pub struct BodyStalled;
+
 impl RequestBody {
-    pub fn new(body: Option<Incoming>, limit: u64) -> Self {
+    /// The client's body under the size limit, each wait for it bounded by
+    /// `read_timeout`.
+    pub fn new(body: Option<Incoming>, limit: u64, read_timeout: Duration) -> Self {
         match body {
-            Some(body) if !body.is_end_stream() => RequestBody::Streaming(
-                Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)),
-                None,
-            ),
+            Some(body) if !body.is_end_stream() => RequestBody::Streaming(Streamed {
+                body: Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)),
+                tee: None,
+                read_timeout,
+                received: Arc::new(AtomicBool::new(false)),
+            }),
             _ => RequestBody::Empty,
         }
     }
@@ -71,8 +93,17 @@ impl RequestBody {
 
     /// Copies a streamed body into `tee` as it is sent.
     pub fn tee(&mut self, tee: Tee) {
-        if let RequestBody::Streaming(_, slot) = self {
-            *slot = Some(tee);
+        if let RequestBody::Streaming(streamed) = self {
+            streamed.tee = Some(tee);
+        }
+    }
+
+    /// For a streamed body, whether it has all come from the client yet: a deadline
+    /// that passes before it has is the client's doing, not the upstream's.
+    pub fn received(&self) -> Option<Arc<AtomicBool>> {
+        match self {
+            RequestBody::Streaming(streamed) => Some(Arc::clone(&streamed.received)),
+            _ => None,
         }
     }
 }
@@ -127,7 +158,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Streaming(body, _) => Pin::new(body).poll_frame(cx),
+            RequestBody::Streaming(streamed) => Pin::new(&mut streamed.body).poll_frame(cx),
             RequestBody::Buffered(bytes) if bytes.is_empty() => Poll::Ready(None),
             RequestBody::Buffered(bytes) => {
                 Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes)))))
@@ -138,7 +169,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Streaming(body, _) => body.is_end_stream(),
+            RequestBody::Streaming(streamed) => streamed.body.is_end_stream(),
             RequestBody::Buffered(bytes) => bytes.is_empty(),
         }
     }
@@ -146,7 +177,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Streaming(body, _) => body.size_hint(),
+            RequestBody::Streaming(streamed) => streamed.body.size_hint(),
             RequestBody::Buffered(bytes) => SizeHint::with_exact(bytes.len() as u64),
         }
     }
@@ -360,7 +391,7 @@ async fn exchange(
     extra: &ExtraHeaders,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let framing = match request.body() {
-        RequestBody::Streaming(..)
+        RequestBody::Streaming(_)
             if !request.headers().contains_key(http::header::CONTENT_LENGTH) =>
         {
             RequestFraming::Chunked
@@ -386,8 +417,8 @@ async fn exchange(
     // A final answer that came while the body was still being sent.
     let mut early = None;
     match std::mem::replace(request.body_mut(), RequestBody::Empty) {
-        RequestBody::Streaming(body, tee) => {
-            early = send_body_or_early_answer(conn, body, tee, framing, &mut interim).await?;
+        RequestBody::Streaming(streamed) => {
+            early = send_body_or_early_answer(conn, streamed, framing, &mut interim).await?;
         }
         // A copy's body: its length is in its head.
         RequestBody::Buffered(bytes) => conn
@@ -400,6 +431,7 @@ async fn exchange(
 
     let method = request.method().clone();
     let body_cut_short = early.is_some();
+    let mut interims = 0;
     loop {
         let head = match early.take() {
             Some(head) => head,
@@ -414,6 +446,13 @@ async fn exchange(
         // final: the connection then carries another protocol.
         if is_interim(status) {
             interim = true;
+            interims += 1;
+            // An upstream that sends 1xx answers without end would hold a core.
+            if interims > MAX_INTERIM {
+                return Err(Failed::Late(UpstreamError::Protocol(ProtocolError(
+                    "too many interim (1xx) answers",
+                ))));
+            }
             continue;
         }
         let body = if status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -440,8 +479,7 @@ fn is_interim(status: http::StatusCode) -> bool {
 /// (100 Continue) only mark `interim`; the body goes on.
 async fn send_body_or_early_answer(
     connection: &mut UpstreamConnection,
-    body: Limited<Incoming>,
-    tee: Option<Tee>,
+    body: Streamed,
     framing: RequestFraming,
     interim: &mut bool,
 ) -> Result<Option<wire::ResponseHead>, Failed> {
@@ -452,12 +490,21 @@ async fn send_body_or_early_answer(
         ..
     } = connection;
     let (mut reader, mut writer) = stream.split();
-    let mut sending = std::pin::pin!(send_body(&mut writer, write, body, tee, framing));
+    let mut sending = std::pin::pin!(send_body(&mut writer, write, body, framing));
+    let mut interims = 0;
     loop {
         tokio::select! {
             biased;
             head = read_head(&mut reader, read) => match head {
-                Ok(head) if is_interim(head.response.status()) => *interim = true,
+                Ok(head) if is_interim(head.response.status()) && interims >= MAX_INTERIM => {
+                    return Err(Failed::Late(UpstreamError::Protocol(ProtocolError(
+                        "too many interim (1xx) answers",
+                    ))));
+                }
+                Ok(head) if is_interim(head.response.status()) => {
+                    *interim = true;
+                    interims += 1;
+                }
                 Ok(head) => return Ok(Some(head)),
                 Err((error, _)) => return Err(Failed::Late(error)),
             },
@@ -469,11 +516,21 @@ async fn send_body_or_early_answer(
 async fn send_body<W: AsyncWrite + Unpin>(
     out: &mut W,
     scratch: &mut Vec<u8>,
-    mut body: Limited<Incoming>,
-    mut tee: Option<Tee>,
+    streamed: Streamed,
     framing: RequestFraming,
 ) -> Result<(), UpstreamError> {
-    while let Some(frame) = body.frame().await {
+    let Streamed {
+        mut body,
+        mut tee,
+        read_timeout,
+        received,
+    } = streamed;
+    loop {
+        let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+            Err(_elapsed) => return Err(UpstreamError::ClientBody(Box::new(BodyStalled))),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame,
+        };
         let frame = frame.map_err(UpstreamError::ClientBody)?;
         let Ok(data) = frame.into_data() else {
             continue; // request trailers are not forwarded
@@ -493,6 +550,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
         };
         out.write_all(bytes).await.map_err(UpstreamError::Io)?;
     }
+    received.store(true, Ordering::Relaxed);
     if framing == RequestFraming::Chunked {
         out.write_all(wire::LAST_CHUNK)
             .await

@@ -241,7 +241,9 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, P
     if chunked.is_some() && headers.remove(header::CONTENT_LENGTH).is_some() {
         keep_alive = false;
     }
-    // Rare: custom headers the upstream named in Connection are hop-by-hop too.
+    // Rare: custom headers the upstream named in Connection are hop-by-hop too. Framing
+    // never is, whatever Connection says: without its Content-Length the body would be
+    // read until the upstream closes.
     if listed {
         for &(name_at, name_len, value_at, value_len) in &spans[..count] {
             if head[name_at as usize..(name_at + name_len) as usize]
@@ -249,7 +251,9 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, P
             {
                 for token in tokens(&head[value_at as usize..(value_at + value_len) as usize]) {
                     if let Ok(name) = HeaderName::from_bytes(token) {
-                        headers.remove(name);
+                        if name != header::CONTENT_LENGTH {
+                            headers.remove(name);
+                        }
                     }
                 }
             }
