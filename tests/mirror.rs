@@ -116,10 +116,33 @@ impl SlowTarget {
     }
 }
 
-async fn mirror_report(gw: &Gateway) -> Value {
+async fn mirror_reports(gw: &Gateway) -> Vec<Value> {
     let answer = get(&gw.admin_url("/admin/mirror"), &[]).await;
     assert_eq!(answer.status, 200);
-    serde_json::from_str::<Value>(&answer.body).unwrap()["mirrors"][0].clone()
+    let report = serde_json::from_str::<Value>(&answer.body).unwrap();
+    report["mirrors"].as_array().unwrap().clone()
+}
+
+async fn mirror_report(gw: &Gateway) -> Value {
+    mirror_reports(gw).await[0].clone()
+}
+
+/// Waits until no copy is in flight. A copy holds its slot from the moment its request
+/// is decided until it is counted, so once the clients have their answers, this is the
+/// moment every copy has been counted: no sleep and hope.
+async fn settled(gw: &Gateway) {
+    let started = Instant::now();
+    loop {
+        let reports = mirror_reports(gw).await;
+        if reports.iter().all(|r| r["in_flight"] == 0) {
+            return;
+        }
+        assert!(
+            started.elapsed() < STEP,
+            "copies still in flight: {reports:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `n` sequential GETs on one keep-alive connection; each one's latency.
@@ -289,8 +312,7 @@ async fn a_post_is_copied_only_when_asked_and_a_body_only_up_to_the_bound() {
         200
     );
     get(&safe.url("/"), &[("x-user-id", "1")]).await;
-    assert!(wait_until(Duration::from_secs(5), || green.requests().len() == 1).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    settled(&safe).await;
     assert_eq!(
         green
             .requests()
@@ -337,7 +359,7 @@ async fn a_post_is_copied_only_when_asked_and_a_body_only_up_to_the_bound() {
     assert_eq!(response.status(), 200);
     let _ = response.into_body().collect().await;
     assert_eq!(blue.last().body.len(), 1600);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&posting).await;
     assert_eq!(green.requests().len(), 2, "neither large body was copied");
     assert_eq!(
         metric(
@@ -378,7 +400,7 @@ async fn copies_are_marked_and_the_share_copied_is_the_permille_sticky_per_user(
     for user in 0..2000 {
         get(&gw.url("/"), &[("x-user-id", &format!("u{user}"))]).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&gw).await;
     let copies = green.requests();
     // Binomial(2000, 0.3): sd 20.5; the bound is five of them.
     assert!(
@@ -395,14 +417,23 @@ async fn copies_are_marked_and_the_share_copied_is_the_permille_sticky_per_user(
         .iter()
         .map(|c| c.headers["x-user-id"].to_str().unwrap().to_string())
         .collect();
-    for user in copied.iter().take(50) {
+    let not_copied: Vec<String> = (0..2000)
+        .map(|user| format!("u{user}"))
+        .filter(|user| !copied.contains(user))
+        .take(50)
+        .collect();
+    for user in copied.iter().take(50).chain(&not_copied) {
         get(&gw.url("/"), &[("x-user-id", user)]).await;
     }
-    get(&gw.url("/"), &[("x-user-id", "u-not-copied-probe")]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&gw).await;
     let again = green.requests();
     eprintln!("2,000 users at 300‰: {} copied", copies.len());
-    assert!(again.len() >= copies.len() + 50 && again.len() <= copies.len() + 51);
+    assert_eq!(again.len(), copies.len() + 50);
+    let recopied: std::collections::BTreeSet<String> = again[copies.len()..]
+        .iter()
+        .map(|c| c.headers["x-user-id"].to_str().unwrap().to_string())
+        .collect();
+    assert!(recopied.iter().all(|user| copied.contains(user)));
 }
 
 #[tokio::test]
@@ -597,4 +628,209 @@ async fn copies_reuse_their_connections() {
         "{} connections for 100 copies",
         green.connections()
     );
+}
+
+#[tokio::test]
+async fn two_mirrors_to_one_pool_are_counted_apart() {
+    let blue = Upstream::named("blue").await;
+    let green = Upstream::named("green").await;
+    let canary = Upstream::named("canary").await;
+    let gw = Gateway::start(&format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[pools.blue]
+endpoints = ["{}"]
+[pools.green]
+endpoints = ["{}"]
+[pools.canary]
+endpoints = ["{}"]
+[routing]
+stable = "blue"
+user_key = {{ header = "x-user-id" }}
+[[mirror]]
+from = "blue"
+to = "green"
+[[mirror]]
+from = "canary"
+to = "green"
+"#,
+        blue.addr, green.addr, canary.addr
+    ));
+    for user in 0..5 {
+        get(&gw.url("/"), &[("x-user-id", &user.to_string())]).await;
+    }
+    settled(&gw).await;
+    let reports = mirror_reports(&gw).await;
+    let copies = |r: &Value| {
+        (
+            r["from"].clone(),
+            r["copies"]["sent"].clone(),
+            r["compared"].clone(),
+        )
+    };
+    assert_eq!(copies(&reports[0]), ("blue".into(), 5.into(), 5.into()));
+    assert_eq!(copies(&reports[1]), ("canary".into(), 0.into(), 0.into()));
+    // The metric is by target, so it has both.
+    let sent = metric(
+        &gw,
+        "graygate_mirror_requests_total",
+        &[("outcome", "sent")],
+    )
+    .await;
+    assert_eq!(sent, 5.0);
+}
+
+/// The gateway's resident memory, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A body of `head` bytes, then nothing for `hold`, then its end: an answer (or an
+/// upload) that is still open after most of it has gone through.
+struct HeldOpen {
+    head: Option<Bytes>,
+    hold: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for HeldOpen {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if let Some(head) = self.head.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+        }
+        std::future::Future::poll(self.hold.as_mut(), cx).map(|()| None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_mirroring_keeps_in_memory_is_bounded_by_max_in_flight() {
+    const MIB: usize = 1 << 20;
+    const REQUESTS: usize = 120;
+    let hold = Duration::from_secs(4);
+    // Blue answers 1 MiB at once and then holds the answer open.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let blue = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = service_fn(move |_request: Request<Incoming>| async move {
+                Ok::<_, Infallible>(Response::new(HeldOpen {
+                    head: Some(Bytes::from(vec![b'a'; MIB])),
+                    hold: Box::pin(tokio::time::sleep(hold)),
+                }))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let green = Upstream::named("green").await;
+    let gw = Gateway::start(&mirror_config(
+        blue,
+        green.addr,
+        "max_in_flight = 1\ntimeout = \"10s\"\nmax_body_bytes = 4194304\nmethods = [\"GET\", \"POST\"]\nallow_side_effects = true",
+    ));
+    let before = resident_bytes(gw.pid());
+    // Every answer is read past its first MiB and left open: had each request kept its
+    // served answer (or its upload) for a copy that never got a slot, that would be
+    // 1 MiB a request.
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<HeldOpen>();
+    let mut open = Vec::new();
+    for i in 0..REQUESTS {
+        let upload = HeldOpen {
+            head: Some(Bytes::from(vec![b'u'; MIB])),
+            hold: Box::pin(tokio::time::sleep(hold)),
+        };
+        let request = Request::post(gw.url("/"))
+            .header("x-user-id", i.to_string())
+            .body(upload)
+            .unwrap();
+        let client = client.clone();
+        open.push(tokio::spawn(async move {
+            let response = client.request(request).await.unwrap();
+            let mut body = response.into_body();
+            let mut read = 0;
+            while read < MIB {
+                let frame = body.frame().await.unwrap().unwrap();
+                read += frame.data_ref().map_or(0, |d| d.len());
+            }
+            body // kept open
+        }));
+    }
+    let mut bodies = Vec::new();
+    for task in open {
+        bodies.push(tokio::time::timeout(STEP, task).await.unwrap().unwrap());
+    }
+    let during = resident_bytes(gw.pid());
+    let report = mirror_report(&gw).await;
+    let grown = during.saturating_sub(before) as f64 / MIB as f64;
+    eprintln!(
+        "{REQUESTS} open 1 MiB answers to 1 MiB uploads, max_in_flight 1: gateway RSS grew {grown:.1} MiB; {} copies dropped",
+        report["copies"]["dropped"]
+    );
+    // Most find the one slot taken (a copy whose upload the upstream answered before
+    // reading gives its slot back early, so a few get one in turn).
+    assert!(report["copies"]["dropped"].as_u64().unwrap() >= REQUESTS as u64 / 2);
+    assert!(report["in_flight"].as_u64().unwrap() <= 1);
+    // Keeping each served answer and each upload would be 2 MiB a request (240 MiB).
+    assert!(grown < 60.0, "RSS grew {grown:.1} MiB");
+    drop(bodies);
+}
+
+#[tokio::test]
+async fn a_body_the_served_upstream_answers_early_is_not_copied_and_counted_incomplete() {
+    // Blue answers at once, without reading the body (as a 401 or a 413 would).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let blue = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = service_fn(|_request: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("early"))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let green = Upstream::named("green").await;
+    let gw = Gateway::start(&mirror_config(
+        blue,
+        green.addr,
+        "methods = [\"POST\"]\nallow_side_effects = true",
+    ));
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(b"POST /up HTTP/1.1\r\nhost: x\r\nx-user-id: 1\r\ncontent-length: 1000\r\n\r\nonly part")
+        .await
+        .unwrap();
+    let mut answer = vec![0; 1024];
+    let n = tokio::time::timeout(STEP, stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    settled(&gw).await;
+    let report = mirror_report(&gw).await;
+    assert_eq!(report["copies"]["incomplete"], 1, "{report}");
+    assert_eq!(report["copies"]["too_large"], 0, "{report}");
+    assert!(green.requests().is_empty());
 }

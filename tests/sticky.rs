@@ -154,6 +154,27 @@ async fn a_trusted_proxy_saying_https_makes_the_cookie_secure() {
         .ends_with("; Secure"));
     let plain = get(&gw.url("/"), &[("x-forwarded-proto", "http")]).await;
     assert!(!plain.header("set-cookie").unwrap().contains("Secure"));
+    // A proxy that appends keeps the client's word first: its own, last, counts.
+    let appended = get(&gw.url("/"), &[("x-forwarded-proto", "https, http")]).await;
+    assert!(!appended.header("set-cookie").unwrap().contains("Secure"));
+}
+
+#[tokio::test]
+async fn a_sticky_cookie_never_claims_a_whitelisted_user() {
+    let pools = Pools::start().await;
+    let config = sticky_config(&pools, "").replace(
+        "[[rules]]",
+        "[[rules]]\nname = \"staff\"\nmatch = { whitelist = [\"alice\"] }\nto = \"green\"\n\n[[rules]]",
+    );
+    let gw = Gateway::start(&config);
+    let alice = get(&gw.url("/"), &[("x-user-id", "alice")]).await;
+    assert_eq!(alice.header("x-graygate-rule"), Some("staff"));
+    let claimed = get(&gw.url("/"), &[("cookie", "gg_uid=alice")]).await;
+    assert_ne!(claimed.header("x-graygate-rule"), Some("staff"));
+    assert_ne!(claimed.header("x-graygate-pool"), Some("green"));
+    // An empty cookie is no id: the visitor gets one.
+    let empty = get(&gw.url("/"), &[("cookie", "gg_uid=")]).await;
+    assert_eq!(set_id(&empty).map(|id| id.len()), Some(32));
 }
 
 #[tokio::test]
@@ -209,6 +230,11 @@ fn bad_sticky_settings_are_refused_with_their_keys() {
             "trusted_proxies = [\"10.0.0.0/33\"]",
             "routing.trusted_proxies[0]",
             "is not an address or a network",
+        ),
+        (
+            "sticky_cookie = { name = \"gg\" }\n[[rules]]\nname = \"staff\"\nmatch = { whitelist = [\"alice\"] }\nto = \"blue\"",
+            "rules[0].match.whitelist",
+            "the sticky cookie's value is the visitor's choice",
         ),
     ] {
         let path = dir.path().join("g.toml");

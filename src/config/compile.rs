@@ -562,6 +562,14 @@ impl Compiler<'_> {
             conditions.extend(self.header(header, path.key("header")));
         }
         if m.whitelist.is_some() || m.whitelist_file.is_some() {
+            // Not the sticky cookie: a visitor picks its value, so it could name a
+            // listed user.
+            if sources.user_key.is_none() && sources.sticky_cookie.is_some() {
+                self.error(
+                    path.key("whitelist"),
+                    "needs `routing.user_key`: the sticky cookie's value is the visitor's choice, so it never counts for a whitelist",
+                );
+            }
             self.requires(
                 sources.user_key.is_some() || sources.sticky_cookie.is_some(),
                 &path,

@@ -112,6 +112,7 @@ impl Compiler<'_> {
                 to_name: m.to.as_str().into(),
                 to_header: HeaderValue::from_str(&m.to).expect("pool names are header values"),
                 permille: m.permille.clamp(0, 1000) as u16,
+                salt: owner.as_bytes().into(),
                 methods,
                 max_body_bytes: m.max_body_bytes,
                 timeout: m.timeout,

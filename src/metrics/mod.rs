@@ -568,7 +568,7 @@ impl Metrics {
     }
 
     /// A mirror's counters: by outcome, then by kind of difference.
-    pub fn mirror(&self, to: &str) -> ([Counter; 5], [Counter; 3]) {
+    pub fn mirror(&self, to: &str) -> ([Counter; 6], [Counter; 3]) {
         let requests = crate::mirror::OUTCOMES.map(|outcome| {
             self.mirror_requests
                 .get_or_create(&MirrorOutcomeLabels {

@@ -22,56 +22,67 @@ pub const X_GRAYGATE_MIRROR: HeaderName = HeaderName::from_static("x-graygate-mi
 /// A copy decided on, before the served answer is in.
 #[derive(Debug)]
 pub struct Draft {
-    pub mirror: Arc<Mirror>,
+    /// Taken when the request was decided; given back when the copy is done, or when
+    /// the draft is dropped unsent.
+    slot: Slot,
+    outgoing: Outgoing,
+}
+
+/// The copy's request.
+#[derive(Debug)]
+struct Outgoing {
+    mirror: Arc<Mirror>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     extra: ExtraHeaders,
-    /// The request body, once it has streamed to the served upstream whole; `None`
-    /// for a bodiless request.
-    body: Option<oneshot::Receiver<Bytes>>,
+    /// The request body, once it has streamed to the served upstream whole (see
+    /// [`crate::upstream::Tee`]); `None` for a bodiless request.
+    body: Option<oneshot::Receiver<Option<Bytes>>>,
 }
 
 impl Draft {
     /// A copy of the upstream request `head` (already rewritten for the upstream, with
     /// the gateway's headers in `extra`), marked as a copy and named for the target.
     pub fn new(
-        mirror: Arc<Mirror>,
+        (mirror, slot): (Arc<Mirror>, Slot),
         head: &http::request::Parts,
         extra: &ExtraHeaders,
-        body: Option<oneshot::Receiver<Bytes>>,
+        body: Option<oneshot::Receiver<Option<Bytes>>>,
     ) -> Self {
         let mut headers = head.headers.clone();
         headers.insert(X_GRAYGATE_MIRROR, HeaderValue::from_static("1"));
         let mut extra = extra.clone();
         extra.replace(crate::proxy::X_GRAYGATE_POOL, mirror.to_header.clone());
         Draft {
-            mirror,
-            method: head.method.clone(),
-            uri: head.uri.clone(),
-            headers,
-            extra,
-            body,
+            slot,
+            outgoing: Outgoing {
+                mirror,
+                method: head.method.clone(),
+                uri: head.uri.clone(),
+                headers,
+                extra,
+                body,
+            },
         }
     }
 
-    /// Sends the copy, now that the served answer's head is in. `served` is where the
-    /// served answer will come, for the comparison. A copy beyond `max_in_flight` is
-    /// dropped and counted.
-    pub fn launch(self, served: Option<oneshot::Receiver<Answer>>) {
-        let state = Arc::clone(&self.mirror.state);
-        let Some(slot) = state.slot(self.mirror.max_in_flight) else {
-            state.count(Outcome::Dropped);
-            return;
-        };
-        tokio::spawn(self.run(slot, served));
+    pub fn mirror(&self) -> &Mirror {
+        &self.outgoing.mirror
     }
 
-    async fn run(self, slot: Slot, served: Option<oneshot::Receiver<Answer>>) {
-        let mirror = Arc::clone(&self.mirror);
+    /// Sends the copy, now that the served answer's head is in. `served` is where the
+    /// served answer will come, for the comparison.
+    pub fn launch(self, served: Option<oneshot::Receiver<Answer>>) {
+        tokio::spawn(self.run(served));
+    }
+
+    async fn run(self, served: Option<oneshot::Receiver<Answer>>) {
+        let Draft { slot, outgoing } = self;
+        let mirror = Arc::clone(&outgoing.mirror);
         let deadline = Instant::now() + mirror.timeout;
-        let (method, path) = (self.method.to_string(), self.uri.path().to_string());
-        let copy = tokio::time::timeout_at(deadline, self.send()).await;
+        let (method, path) = (outgoing.method.to_string(), outgoing.uri.path().to_string());
+        let copy = tokio::time::timeout_at(deadline, outgoing.send()).await;
         let answer = match copy {
             Ok(Ok(answer)) => {
                 mirror.state.count(Outcome::Sent);
@@ -86,24 +97,31 @@ impl Draft {
         // The served answer may still be streaming to its client: wait for it as
         // long again, then give up on the comparison (the copy still counts as sent).
         let Ok(Ok(served)) = tokio::time::timeout(mirror.timeout, served).await else {
-            return;
+            return mirror.state.not_compared();
         };
-        let differences = diff::compare(&served, &answer, &mirror.ignore_headers);
-        let record = differences.any().then(|| Difference {
-            at: now_rfc3339(),
-            method,
-            path,
-            served_status: served.status,
-            mirror_status: answer.status,
-            differences,
-        });
-        mirror.state.compared(record);
+        // Parsing two large JSON bodies takes milliseconds: off the serving threads.
+        // The slot is held until the comparison is done, which bounds how many run.
+        let _ = tokio::task::spawn_blocking(move || {
+            let differences = diff::compare(&served, &answer, &mirror.ignore_headers);
+            let record = differences.any().then(|| Difference {
+                at: now_rfc3339(),
+                method,
+                path,
+                served_status: served.status,
+                mirror_status: answer.status,
+                differences,
+            });
+            mirror.state.compared(record);
+        })
+        .await;
         drop(slot);
     }
+}
 
+impl Outgoing {
     /// The copy's request and answer, within the caller's deadline.
     async fn send(self) -> Result<Answer, Outcome> {
-        let Draft {
+        let Outgoing {
             mirror,
             method,
             uri,
@@ -113,9 +131,12 @@ impl Draft {
         } = self;
         let body = match body {
             None => RequestBody::Empty,
-            // The sender is dropped when the body grew past the bound, or never came
-            // whole: the request was served, and not copied.
-            Some(body) => RequestBody::Buffered(body.await.map_err(|_| Outcome::TooLarge)?),
+            Some(body) => match body.await {
+                Ok(Some(bytes)) => RequestBody::Buffered(bytes),
+                // The request was served, and not copied.
+                Ok(None) => return Err(Outcome::TooLarge),
+                Err(_) => return Err(Outcome::Incomplete),
+            },
         };
         if let RequestBody::Buffered(bytes) = &body {
             headers.remove(TRANSFER_ENCODING);
@@ -149,7 +170,7 @@ impl Draft {
             };
         report(!response.status().is_server_error());
         let (head, mut body) = response.into_parts();
-        let mut captured = Capture::empty();
+        let mut captured = Collected::default();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| Outcome::Error)?;
             if let Some(data) = frame.data_ref() {
@@ -164,33 +185,15 @@ impl Draft {
     }
 }
 
-/// The served answer, captured as it streams to the client, up to [`CAPTURE_BYTES`].
-#[derive(Debug)]
-pub struct Capture {
-    status: u16,
-    headers: HeaderMap,
+/// An answer's body, kept up to [`CAPTURE_BYTES`], and its whole length.
+#[derive(Debug, Default)]
+struct Collected {
     body: Vec<u8>,
     length: u64,
-    to: Vec<oneshot::Sender<Answer>>,
 }
 
-impl Capture {
-    /// A capture of an answer with this head, for each of `to`.
-    pub fn new(status: u16, headers: HeaderMap, to: Vec<oneshot::Sender<Answer>>) -> Self {
-        Capture {
-            status,
-            headers,
-            body: Vec::new(),
-            length: 0,
-            to,
-        }
-    }
-
-    fn empty() -> Self {
-        Capture::new(0, HeaderMap::new(), Vec::new())
-    }
-
-    pub fn push(&mut self, data: &[u8]) {
+impl Collected {
+    fn push(&mut self, data: &[u8]) {
         self.length += data.len() as u64;
         let room = CAPTURE_BYTES.saturating_sub(self.body.len());
         self.body.extend_from_slice(&data[..data.len().min(room)]);
@@ -205,14 +208,80 @@ impl Capture {
             body: self.body,
         }
     }
+}
+
+/// The served answer, captured as it streams to the client, for the copies that
+/// compare with it.
+#[derive(Debug)]
+pub struct Capture {
+    status: u16,
+    headers: HeaderMap,
+    collected: Collected,
+    to: Vec<oneshot::Sender<Answer>>,
+}
+
+impl Capture {
+    /// A capture of an answer with this head, for each of `to`.
+    pub fn new(status: u16, headers: HeaderMap, to: Vec<oneshot::Sender<Answer>>) -> Self {
+        Capture {
+            status,
+            headers,
+            collected: Collected::default(),
+            to,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        if self.to.is_empty() {
+            return;
+        }
+        // A copy that timed out or failed is no longer waiting: keep nothing for it.
+        self.to.retain(|to| !to.is_closed());
+        if self.to.is_empty() {
+            self.collected = Collected::default();
+            return;
+        }
+        self.collected.push(data);
+    }
 
     /// The answer went to its client whole: hand it to the comparisons.
-    pub fn finish(mut self) {
-        let to = std::mem::take(&mut self.to);
-        let (status, headers) = (self.status, std::mem::take(&mut self.headers));
-        let answer = self.answer(status, headers);
-        for to in to {
+    pub fn finish(self) {
+        if self.to.is_empty() {
+            return;
+        }
+        let answer = self.collected.answer(self.status, self.headers);
+        for to in self.to {
             let _ = to.send(answer.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_stops_once_no_copy_waits_for_it() {
+        let (to, rx) = oneshot::channel();
+        let mut capture = Capture::new(200, HeaderMap::new(), vec![to]);
+        capture.push(&[1; 1000]);
+        assert_eq!(capture.collected.body.len(), 1000);
+        drop(rx);
+        capture.push(&[1; 1000]);
+        assert!(capture.to.is_empty());
+        assert_eq!(capture.collected.body.capacity(), 0, "freed");
+    }
+
+    #[test]
+    fn a_capture_keeps_at_most_its_bound_and_counts_the_rest() {
+        let (to, mut rx) = oneshot::channel();
+        let mut capture = Capture::new(200, HeaderMap::new(), vec![to]);
+        capture.push(&vec![1; CAPTURE_BYTES - 1]);
+        capture.push(&[2; 10]);
+        capture.finish();
+        let answer = rx.try_recv().unwrap();
+        assert_eq!(answer.body.len(), CAPTURE_BYTES);
+        assert_eq!(answer.length, Some(CAPTURE_BYTES as u64 + 9));
+        assert!(answer.truncated);
     }
 }

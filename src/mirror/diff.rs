@@ -98,9 +98,9 @@ fn compare_bodies(served: &Answer, copy: &Answer, d: &mut Differences) {
         json_paths(&a, &b, &mut String::from("$"), &mut paths);
         d.body = !paths.is_empty();
         if paths.len() > MAX_PATHS {
+            // The walk stops once it has found more than MAX_PATHS.
             d.body_note = Some(format!(
-                "{} paths differ; the first {MAX_PATHS} are listed",
-                paths.len()
+                "more than {MAX_PATHS} paths differ; the first {MAX_PATHS} are listed"
             ));
             paths.truncate(MAX_PATHS);
         }

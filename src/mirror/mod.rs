@@ -2,9 +2,11 @@
 //! another, and the copy's answer is compared with the served one, then discarded.
 //!
 //! A copy never touches the request it copies:
-//! - it starts once the served answer's head is in, on a task of its own, and at most
-//!   `max_in_flight` run at once: beyond that a copy is dropped and counted, never
-//!   queued;
+//! - it takes one of `max_in_flight` slots when the request is decided, and holds it
+//!   until its comparison is done: a request that finds none taken is not copied (it
+//!   is counted dropped, never queued), so neither its body nor its served answer is
+//!   kept, and what mirroring holds in memory is bounded by `max_in_flight`;
+//! - it is sent once the served answer's head is in, on a task of its own;
 //! - it goes to endpoints of its own (the target pool's addresses, with their own
 //!   connections and health), under its own `timeout`;
 //! - a request body is copied as it streams to the served upstream, up to
@@ -48,9 +50,19 @@ pub enum Outcome {
     Error = 3,
     /// The request body was longer than `max_body_bytes`: served, not copied.
     TooLarge = 4,
+    /// The request body did not arrive whole, or the served upstream answered before
+    /// reading all of it: served, not copied.
+    Incomplete = 5,
 }
 
-pub const OUTCOMES: [&str; 5] = ["sent", "dropped", "timeout", "error", "too_large"];
+pub const OUTCOMES: [&str; 6] = [
+    "sent",
+    "dropped",
+    "timeout",
+    "error",
+    "too_large",
+    "incomplete",
+];
 /// `graygate_mirror_diffs_total{kind}` values.
 pub const DIFF_KINDS: [&str; 3] = ["status", "header", "body"];
 
@@ -63,6 +75,8 @@ pub struct Mirror {
     /// `x-graygate-pool` on the copy.
     pub to_header: HeaderValue,
     pub permille: u16,
+    /// `mirror:FROM:TO`: a mirror's share is its own, not a rule's or another mirror's.
+    pub salt: Box<[u8]>,
     pub methods: Vec<Method>,
     pub max_body_bytes: u64,
     pub timeout: Duration,
@@ -99,9 +113,9 @@ impl Target {
 
 impl Mirror {
     /// Whether a request with this method, user key and declared body length is
-    /// copied: the method is listed, and the request is in the mirror's share (by the
-    /// user key when there is one, so a user's requests are all copied or none; else
-    /// drawn). `Err(TooLarge)` for a body declared longer than `max_body_bytes`.
+    /// in the mirror's share: the method is listed, and the request is in the share (by
+    /// the user key when there is one, so a user's requests are all copied or none;
+    /// else drawn). `Err(TooLarge)` for a body declared longer than `max_body_bytes`.
     pub fn takes(
         &self,
         method: &Method,
@@ -112,10 +126,7 @@ impl Mirror {
             return Ok(false);
         }
         let inside = match user_key {
-            Some(key) => {
-                let salt = format!("mirror:{}:{}", self.from_name, self.to_name);
-                (murmur3_x86_32(salt.as_bytes(), key, 0) % 1000) < u32::from(self.permille)
-            }
+            Some(key) => (murmur3_x86_32(&self.salt, key, 0) % 1000) < u32::from(self.permille),
             None => fastrand::u16(..1000) < self.permille,
         };
         if !inside {
@@ -126,16 +137,33 @@ impl Mirror {
         }
         Ok(true)
     }
+
+    /// A slot for a copy of a request in the share, or `None` (counted dropped) when
+    /// `max_in_flight` copies hold one.
+    pub fn slot(&self) -> Option<Slot> {
+        let slot = self.state.slot(self.max_in_flight);
+        if slot.is_none() {
+            self.state.count(Outcome::Dropped);
+        }
+        slot
+    }
 }
 
 /// A mirror's state across config generations, keyed by its `from` and `to`.
 #[derive(Debug)]
 pub struct MirrorState {
     in_flight: AtomicUsize,
-    requests: [Counter; 5],
+    /// The metrics, which are by `to` and so shared by every mirror to one pool.
+    requests_metric: [Counter; 6],
+    diffs_metric: [Counter; 3],
+    /// This mirror's own counts, for `/admin/mirror`.
+    requests: [Counter; 6],
     diffs: [Counter; 3],
     compared: Counter,
     equal: Counter,
+    /// Copies answered whose served answer did not reach its client whole in time (or
+    /// at all): nothing to compare with.
+    not_compared: Counter,
     recent: Mutex<VecDeque<Difference>>,
 }
 
@@ -163,13 +191,16 @@ impl Drop for Slot {
 }
 
 impl MirrorState {
-    pub fn new(requests: [Counter; 5], diffs: [Counter; 3]) -> Self {
+    pub fn new(requests_metric: [Counter; 6], diffs_metric: [Counter; 3]) -> Self {
         MirrorState {
             in_flight: AtomicUsize::new(0),
-            requests,
-            diffs,
+            requests_metric,
+            diffs_metric,
+            requests: Default::default(),
+            diffs: Default::default(),
             compared: Counter::default(),
             equal: Counter::default(),
+            not_compared: Counter::default(),
             recent: Mutex::new(VecDeque::new()),
         }
     }
@@ -187,6 +218,12 @@ impl MirrorState {
 
     pub fn count(&self, outcome: Outcome) {
         self.requests[outcome as usize].inc();
+        self.requests_metric[outcome as usize].inc();
+    }
+
+    /// A copy was answered, but its served answer never came whole.
+    pub fn not_compared(&self) {
+        self.not_compared.inc();
     }
 
     /// Records a comparison and, if the answers differed, what differed.
@@ -203,6 +240,7 @@ impl MirrorState {
         {
             if differs {
                 self.diffs[kind].inc();
+                self.diffs_metric[kind].inc();
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -228,6 +266,7 @@ impl MirrorState {
             "copies": counts,
             "compared": self.compared.get(),
             "equal": self.equal.get(),
+            "not_compared": self.not_compared.get(),
             "differences": diffs,
             "recent": recent.iter().collect::<Vec<_>>(),
         })

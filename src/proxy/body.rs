@@ -117,7 +117,8 @@ pub struct Completion {
     /// Set only when the access log is on.
     pub access: Option<Box<AccessStart>>,
     /// The served answer, kept for mirrors that compare with it.
-    pub capture: Option<Capture>,
+    /// Boxed: few requests have one, and this struct moves with every response.
+    pub capture: Option<Box<Capture>>,
 }
 
 /// What the access log needs that is only known at the start.

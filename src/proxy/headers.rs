@@ -26,10 +26,16 @@ pub fn is_https(headers: &HeaderMap, client: &ClientConnection, trusted: &[ipnet
         return true;
     }
     let ip = client.remote.ip().to_canonical();
+    // The last value, the one the trusted proxy added: one that appends keeps what
+    // the client sent before it (`x-forwarded-proto: https, http`).
+    let last = headers
+        .get_all(X_FORWARDED_PROTO)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .map(<[u8]>::trim_ascii);
     trusted.iter().any(|net| net.contains(&ip))
-        && headers
-            .get(X_FORWARDED_PROTO)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+        && last.is_some_and(|proto| proto.eq_ignore_ascii_case(b"https"))
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`; and whatever the
@@ -377,6 +383,30 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn https_is_the_trusted_proxys_last_word() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let behind = ClientConnection::new("10.1.2.3:5000".parse().unwrap(), false);
+        let direct = ClientConnection::new("192.0.2.1:5000".parse().unwrap(), false);
+        let with = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(X_FORWARDED_PROTO, HeaderValue::from_static(v));
+            }
+            headers
+        };
+        assert!(is_https(&with(&["https"]), &behind, &trusted));
+        assert!(is_https(&with(&["http, https"]), &behind, &trusted));
+        assert!(is_https(&with(&["http", "HTTPS "]), &behind, &trusted));
+        // What the client sent comes first; the proxy appended what it saw.
+        assert!(!is_https(&with(&["https, http"]), &behind, &trusted));
+        assert!(!is_https(&with(&["https", "http"]), &behind, &trusted));
+        assert!(!is_https(&with(&[]), &behind, &trusted));
+        assert!(!is_https(&with(&["https"]), &direct, &trusted));
+        let tls = ClientConnection::new("192.0.2.1:5000".parse().unwrap(), true);
+        assert!(is_https(&with(&[]), &tls, &[]));
+    }
 
     #[test]
     fn host_is_host_and_port_only() {

@@ -38,7 +38,7 @@ pub use sticky::mint as mint_sticky_id;
 use crate::config::model::Fallback;
 use crate::metrics::{ClientErrorKind, ErrorKind};
 use crate::mirror::copy::{Capture, Draft};
-use crate::mirror::Mirror;
+use crate::mirror::{Mirror, Slot};
 use crate::routing::{Decision, RequestView};
 use crate::shared::Shared;
 use crate::snapshot::{LiveConfig, Snapshot};
@@ -104,8 +104,7 @@ impl Proxy {
         // Phase 1: decide. A visitor with no user key and no sticky cookie gets an id
         // made now, used for this decision and set on the answer.
         let sticky = snapshot.settings.sticky.as_ref().and_then(|cookie| {
-            let view = RequestView::new(request.headers(), request.uri().query());
-            if !snapshot.chain.needs_sticky_id(&view) {
+            if !snapshot.chain.needs_sticky_id(&view(&request, None)) {
                 return None;
             }
             let secure = headers::is_https(request.headers(), client, &cookie.trusted_proxies);
@@ -139,7 +138,7 @@ impl Proxy {
             request,
             client,
             &mut in_flight,
-            (&copied_to, &mut copies),
+            (copied_to, &mut copies),
         )
         .await;
         let upstream_answered = forwarded.is_ok();
@@ -191,23 +190,31 @@ impl Proxy {
     }
 }
 
-/// Phase 1: the rule chain's decision, with the sticky id made for this request if any.
-pub fn decide<B>(snapshot: &Snapshot, request: &Request<B>, minted: Option<&[u8]>) -> Decision {
-    let mut view = RequestView::new(request.headers(), request.uri().query());
-    if let Some(key) = minted {
-        view = view.with_minted_key(key);
+/// What the rules read of a request, with the sticky id made for it if any.
+fn view<'r, B>(request: &'r Request<B>, minted: Option<&'r [u8]>) -> RequestView<'r> {
+    let view = RequestView::new(request.headers(), request.uri().query());
+    match minted {
+        Some(key) => view.with_minted_key(key),
+        None => view,
     }
-    snapshot.chain.decide(view, &mut fastrand::f64)
 }
 
-/// The mirrors of the decided pool that take this request: its method is theirs, and
-/// it is in their share. Nothing is looked at unless the pool has mirrors.
+/// Phase 1: the rule chain's decision, with the sticky id made for this request if any.
+pub fn decide<B>(snapshot: &Snapshot, request: &Request<B>, minted: Option<&[u8]>) -> Decision {
+    snapshot
+        .chain
+        .decide(view(request, minted), &mut fastrand::f64)
+}
+
+/// The mirrors of the decided pool that take this request, each with its slot: its
+/// method is theirs, it is in their share, and a slot was free. Nothing is looked at
+/// unless the pool has mirrors.
 fn mirror_targets<B>(
     snapshot: &Snapshot,
     decision: &Decision,
     request: &Request<B>,
     minted: Option<&[u8]>,
-) -> Vec<Arc<Mirror>> {
+) -> Vec<(Arc<Mirror>, Slot)> {
     let mut mirrors = snapshot
         .mirrors
         .iter()
@@ -216,23 +223,19 @@ fn mirror_targets<B>(
     if mirrors.peek().is_none() {
         return Vec::new();
     }
-    let mut view = RequestView::new(request.headers(), request.uri().query());
-    if let Some(key) = minted {
-        view = view.with_minted_key(key);
-    }
-    let key = snapshot.chain.user_key(&view);
+    let key = snapshot.chain.user_key(&view(request, minted));
     let declared = headers::content_length(request.headers());
     mirrors
-        .filter(
+        .filter_map(
             |m| match m.takes(request.method(), key.as_deref(), declared) {
-                Ok(takes) => takes,
+                Ok(true) => Some((Arc::clone(m), m.slot()?)),
+                Ok(false) => None,
                 Err(outcome) => {
                     m.state.count(outcome);
-                    false
+                    None
                 }
             },
         )
-        .cloned()
         .collect()
 }
 
@@ -243,13 +246,13 @@ fn launch_copies(
     copies: Vec<Draft>,
     decision: &Decision,
     response: &Response<ResponseBody>,
-) -> Option<Capture> {
+) -> Option<Box<Capture>> {
     let mut comparisons = Vec::new();
     for copy in copies
         .into_iter()
-        .filter(|c| c.mirror.from == decision.pool)
+        .filter(|c| c.mirror().from == decision.pool)
     {
-        let served = copy.mirror.diff.then(|| {
+        let served = copy.mirror().diff.then(|| {
             let (tx, rx) = tokio::sync::oneshot::channel();
             comparisons.push(tx);
             rx
@@ -257,11 +260,11 @@ fn launch_copies(
         copy.launch(served);
     }
     (!comparisons.is_empty()).then(|| {
-        Capture::new(
+        Box::new(Capture::new(
             response.status().as_u16(),
             response.headers().clone(),
             comparisons,
-        )
+        ))
     })
 }
 
@@ -274,7 +277,7 @@ async fn forward(
     request: Request<Option<Incoming>>,
     client: &ClientConnection,
     landed: &mut Option<InFlight>,
-    (mirrors, copies): (&[Arc<Mirror>], &mut Vec<Draft>),
+    (mirrors, copies): (Vec<(Arc<Mirror>, Slot)>, &mut Vec<Draft>),
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // Phase 2: admit. A declared length over the limit is refused before any upstream
     // work; a chunked body is cut off by the limit as it streams.
@@ -319,23 +322,20 @@ async fn forward(
     let mut body = RequestBody::new(body, limit, snapshot.settings.body_read_timeout);
     let body_received = body.received();
     // A copy of the rewritten head for each mirror; a streamed body is copied as it
-    // goes upstream, up to the smallest mirror's bound.
+    // goes upstream, up to each mirror's bound.
     if !mirrors.is_empty() && upgrade.is_none() {
         let mut bodies = Vec::new();
-        for mirror in mirrors {
+        for (mirror, slot) in mirrors {
             let copied_body = (!body.is_empty()).then(|| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                bodies.push(tx);
+                let bound = usize::try_from(mirror.max_body_bytes).unwrap_or(usize::MAX);
+                bodies.push((bound, tx));
                 rx
             });
-            copies.push(Draft::new(Arc::clone(mirror), &head, &extra, copied_body));
+            copies.push(Draft::new((mirror, slot), &head, &extra, copied_body));
         }
         if !bodies.is_empty() {
-            let bound = mirrors.iter().map(|m| m.max_body_bytes).min().unwrap_or(0);
-            body.tee(Tee::new(
-                usize::try_from(bound).unwrap_or(usize::MAX),
-                bodies,
-            ));
+            body.tee(Tee::new(bodies));
         }
     }
     let request = Request::from_parts(head, body);

@@ -38,6 +38,23 @@ pub struct Sources {
     pub sticky_cookie: Option<ValueSource>,
 }
 
+impl Sources {
+    /// The request's user key and where it came from: `routing.user_key`, else the
+    /// sticky cookie, else the id made for the request.
+    fn user_key_of<'r>(&self, request: &RequestView<'r>) -> Option<(Cow<'r, [u8]>, KeySource)> {
+        [
+            (self.user_key.as_ref(), KeySource::Configured),
+            (self.sticky_cookie.as_ref(), KeySource::StickyCookie),
+        ]
+        .into_iter()
+        .find_map(|(s, from)| Some((s?.extract(request)?, from)))
+        .or_else(|| {
+            let minted = request.minted_key.filter(|k| !k.is_empty())?;
+            Some((Cow::Borrowed(minted), KeySource::Minted))
+        })
+    }
+}
+
 /// Where a request's user key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySource {
@@ -180,17 +197,7 @@ impl Chain {
     /// The request's user key as the rules read it: `routing.user_key`, else the sticky
     /// cookie, else the id made for the request.
     pub fn user_key<'r>(&self, request: &RequestView<'r>) -> Option<Cow<'r, [u8]>> {
-        let sources = &self.sources;
-        [sources.user_key.as_ref(), sources.sticky_cookie.as_ref()]
-            .into_iter()
-            .flatten()
-            .find_map(|s| s.extract(request))
-            .or_else(|| {
-                request
-                    .minted_key
-                    .filter(|k| !k.is_empty())
-                    .map(Cow::Borrowed)
-            })
+        self.sources.user_key_of(request).map(|(key, _)| key)
     }
 
     /// The rule whose cohorts are marked, if any.
@@ -386,22 +393,25 @@ impl<'c, 'r> Context<'c, 'r> {
         let source = &mut self.user_key_source;
         self.user_key
             .get_or_insert_with(|| {
-                let found = [
-                    (sources.user_key.as_ref(), KeySource::Configured),
-                    (sources.sticky_cookie.as_ref(), KeySource::StickyCookie),
-                ]
-                .into_iter()
-                .find_map(|(s, from)| Some((s?.extract(request)?, from)));
-                let found = found.or_else(|| {
-                    let minted = request.minted_key.filter(|k| !k.is_empty())?;
-                    Some((Cow::Borrowed(minted), KeySource::Minted))
-                });
-                found.map(|(key, from)| {
+                sources.user_key_of(request).map(|(key, from)| {
                     *source = Some(from);
                     key
                 })
             })
             .as_deref()
+    }
+
+    /// The user key from `routing.user_key` only, for a whitelist: the sticky cookie
+    /// and a minted id stand in for a visitor's identity in hashing, but a visitor
+    /// chooses the cookie's value, so it must never name a listed user.
+    pub(crate) fn identity(&mut self) -> Option<&[u8]> {
+        if self.user_key.is_none() {
+            self.user_key();
+        }
+        match self.user_key_source {
+            Some(KeySource::Configured) => self.user_key.as_ref()?.as_deref(),
+            _ => None,
+        }
     }
 
     /// Where the user key came from, once it was read.

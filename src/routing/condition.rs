@@ -78,7 +78,7 @@ impl Condition {
     pub(crate) fn check(&self, cx: &mut Context<'_, '_>) -> Verdict {
         match self {
             Condition::Header { name, test } => test.check(cx.request.headers.get_all(name)),
-            Condition::Whitelist(set) => in_set(set, cx.user_key()),
+            Condition::Whitelist(set) => in_set(set, cx.identity()),
             Condition::City(set) => in_set(set, cx.city()),
             Condition::Channel(set) => in_set(set, cx.channel()),
             Condition::Ua(mask) => match cx.ua_class() {

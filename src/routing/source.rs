@@ -39,7 +39,7 @@ impl ValueSource {
     }
 }
 
-/// The first cookie called `name` across every `Cookie` header (RFC 6265 §5.4 allows
+/// The first non-empty cookie called `name` across every `Cookie` header (RFC 6265 §5.4 allows
 /// one header; HTTP/2 clients may split it into several).
 fn cookie<'r>(req: &RequestView<'r>, name: &str) -> Option<&'r [u8]> {
     req.headers
@@ -50,7 +50,10 @@ fn cookie<'r>(req: &RequestView<'r>, name: &str) -> Option<&'r [u8]> {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|&b| b == b'=')?;
             let (key, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
-            (key == name.as_bytes()).then(|| strip_quotes(value))
+            // An empty one is passed over: a stale `gg_uid=` set for a narrower
+            // path would otherwise hide the real one on every request.
+            let value = strip_quotes(value);
+            (key == name.as_bytes() && !value.is_empty()).then_some(value)
         })
 }
 
@@ -125,6 +128,10 @@ mod tests {
             ("cookie", " b=2 ;uid=\"42\"; uid=43"),
         ]);
         assert_eq!(get(&src, &map, None), Some(b"42".to_vec()));
+        // An empty one (a stale cookie of a narrower path, say) is passed over.
+        let stale = headers(&[("cookie", "uid=; uid=\"\"; uid=44")]);
+        assert_eq!(get(&src, &stale, None), Some(b"44".to_vec()));
+        assert_eq!(get(&src, &headers(&[("cookie", "uid=")]), None), None);
         assert_eq!(get(&src, &headers(&[("cookie", "uid")]), None), None);
         assert_eq!(get(&src, &headers(&[("cookie", "uid=")]), None), None);
         assert_eq!(get(&src, &headers(&[]), None), None);

@@ -2176,3 +2176,24 @@ fn the_sticky_cookie_and_then_a_minted_id_stand_in_for_the_user_key() {
     // Without a sticky cookie configured, nobody needs an id.
     assert!(!chain().build().needs_sticky_id(&req().view()));
 }
+
+#[test]
+fn a_whitelist_reads_only_the_configured_user_key() {
+    let mut sources = chain().sources;
+    sources.sticky_cookie = Some(cookie_source("gg_uid"));
+    let chain = chain()
+        .sources(sources)
+        .rule("staff", CANARY, [whitelist(&["alice"])])
+        .build();
+    assert_eq!(decide(&chain, &req().user("alice")).pool, CANARY);
+    // A visitor picks its cookie's value, and a minted id is random: neither may
+    // name a listed user.
+    let claimed = req().header("cookie", "gg_uid=alice");
+    assert_eq!(decide(&chain, &claimed).pool, BLUE);
+    let visitor = req();
+    let minted = chain.decide(visitor.view().with_minted_key(b"alice"), &mut no_draw);
+    assert_eq!(minted.pool, BLUE);
+    // The cookie still stands in where hashing needs a key.
+    let e = chain.explain(claimed.view(), &mut no_draw);
+    assert_eq!(e.user_key_source, Some("sticky_cookie"));
+}

@@ -60,7 +60,8 @@ pub enum RequestBody {
 #[derive(Debug)]
 pub struct Streamed {
     body: Limited<Incoming>,
-    tee: Option<Tee>,
+    /// Boxed: most bodies have none, and this travels with every request.
+    tee: Option<Box<Tee>>,
     /// Bounds each wait for the client's next bytes (`limits.body_read_timeout`).
     read_timeout: Duration,
     /// Set once the whole body has come from the client.
@@ -94,7 +95,7 @@ impl RequestBody {
     /// Copies a streamed body into `tee` as it is sent.
     pub fn tee(&mut self, tee: Tee) {
         if let RequestBody::Streaming(streamed) = self {
-            streamed.tee = Some(tee);
+            streamed.tee = Some(Box::new(tee));
         }
     }
 
@@ -108,22 +109,25 @@ impl RequestBody {
     }
 }
 
-/// A copy of a request body, taken as the body streams to the upstream: handed to each
-/// receiver once the body has been sent whole, or dropped (the receivers see the sender
-/// gone) when it grows past `limit` or does not arrive whole. It never holds the body
-/// up and never buffers more than `limit`.
+/// A copy of a request body, taken as the body streams to the upstream, for receivers
+/// each with a bound of its own. A receiver gets `Some(body)` once the body has been
+/// sent whole, `None` as soon as the body grows past its bound, and sees the sender
+/// gone if the body does not arrive whole. It never holds the body up, never buffers
+/// more than the largest bound still wanted, and stops buffering once no receiver is
+/// left (a copy given up on).
 #[derive(Debug)]
 pub struct Tee {
     buffer: BytesMut,
-    limit: usize,
-    to: Vec<tokio::sync::oneshot::Sender<Bytes>>,
+    to: Vec<TeeReceiver>,
 }
 
+/// Where a [`Tee`] sends its copy, and the most it takes.
+pub type TeeReceiver = (usize, tokio::sync::oneshot::Sender<Option<Bytes>>);
+
 impl Tee {
-    pub fn new(limit: usize, to: Vec<tokio::sync::oneshot::Sender<Bytes>>) -> Self {
+    pub fn new(to: Vec<TeeReceiver>) -> Self {
         Tee {
             buffer: BytesMut::new(),
-            limit,
             to,
         }
     }
@@ -132,8 +136,20 @@ impl Tee {
         if self.to.is_empty() {
             return;
         }
-        if self.buffer.len() + data.len() > self.limit {
-            self.to.clear();
+        let length = self.buffer.len() + data.len();
+        let mut i = 0;
+        while i < self.to.len() {
+            let (limit, to) = &self.to[i];
+            if length > *limit {
+                let (_, to) = self.to.swap_remove(i);
+                let _ = to.send(None);
+            } else if to.is_closed() {
+                self.to.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if self.to.is_empty() {
             self.buffer = BytesMut::new();
             return;
         }
@@ -142,8 +158,8 @@ impl Tee {
 
     fn finish(&mut self) {
         let body = self.buffer.split().freeze();
-        for to in self.to.drain(..) {
-            let _ = to.send(body.clone());
+        for (_, to) in self.to.drain(..) {
+            let _ = to.send(Some(body.clone()));
         }
     }
 }
@@ -613,5 +629,41 @@ impl Endpoint {
     /// Returns a connection whose last response was read to its end, for reuse.
     pub fn release(&self, connection: UpstreamConnection) {
         self.idle.put(connection);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    #[test]
+    fn a_tee_gives_each_receiver_the_body_within_its_own_bound() {
+        let (small, mut small_rx) = oneshot::channel();
+        let (large, mut large_rx) = oneshot::channel();
+        let mut tee = Tee::new(vec![(10, small), (100, large)]);
+        tee.push(b"0123456789");
+        assert!(small_rx.try_recv().is_err(), "nothing before the end");
+        tee.push(b"abc");
+        assert_eq!(small_rx.try_recv().unwrap(), None, "over its bound at once");
+        tee.finish();
+        assert_eq!(
+            large_rx.try_recv().unwrap().as_deref(),
+            Some(&b"0123456789abc"[..])
+        );
+    }
+
+    #[test]
+    fn a_tee_keeps_nothing_once_its_receivers_are_gone() {
+        let (to, rx) = oneshot::channel();
+        let mut tee = Tee::new(vec![(1 << 20, to)]);
+        tee.push(&[7; 1000]);
+        assert_eq!(tee.buffer.len(), 1000);
+        drop(rx); // the copy was given up on
+        tee.push(&[7; 1000]);
+        assert!(tee.to.is_empty());
+        assert_eq!(tee.buffer.capacity(), 0, "the buffer is freed");
+        tee.push(&[7; 1000]);
+        assert_eq!(tee.buffer.len(), 0);
     }
 }

@@ -15,7 +15,7 @@ pub use balance::Balancer;
 pub use body::UpstreamBody;
 pub use client::{
     enter_worker, is_idempotent, send, set_worker_count, BodyStalled, RequestBody, SendFailure,
-    Tee, UpstreamConnection, UpstreamError, IDLE_TIMEOUT,
+    Tee, TeeReceiver, UpstreamConnection, UpstreamError, IDLE_TIMEOUT,
 };
 pub use endpoint::{parse_endpoint, Endpoint, InFlight};
 pub use pool::Pool;
