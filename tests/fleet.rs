@@ -408,6 +408,156 @@ async fn every_instance_gives_every_user_the_same_pool_and_followers_outlive_the
     .await;
 }
 
+/// A fake admin listener or Prometheus on 127.0.0.1: answers `GET path` with JSON
+/// `body`, which the test changes at will; 404 elsewhere.
+async fn fake_json_server(path: &'static str, body: Arc<Mutex<String>>) -> Upstream {
+    Upstream::with_handler(Arc::new(move |seen| {
+        let found = seen.uri.path() == path;
+        http::Response::builder()
+            .status(if found { 200 } else { 404 })
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(if found {
+                body.lock().unwrap().clone()
+            } else {
+                String::new()
+            })))
+            .unwrap()
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_refuses_an_incoherent_leader_state_and_keeps_its_weight() {
+    let backends = Backends::start().await;
+    let leader_state = |state: &str, step: u64, weight: u64, steps: &str| {
+        format!(
+            r#"{{"instance":"fake-leader","rule":"canary-rollout","canary_version":"v2","state":"{state}","step":{step},"weight_permille":{weight},"steps":{steps},"step_started_ms":1700000000000}}"#
+        )
+    };
+    let answer = Arc::new(Mutex::new(leader_state("progressing", 99, 65535, "[]")));
+    let leader = fake_json_server("/admin/rollout/state", Arc::clone(&answer)).await;
+    let follower =
+        Gateway::start(&backends.config("v2", 100, &follower_rollout(leader.addr.port())));
+    let refused = wait_for(&follower, STEP, "a follow error", |s| {
+        s["follow_error"].is_string()
+    })
+    .await;
+    assert!(
+        refused["follow_error"]
+            .as_str()
+            .unwrap()
+            .contains("incoherent rollout state: weight_permille 65535 is above 1000"),
+        "{refused:#}"
+    );
+    tokio::time::sleep(3 * FOLLOW_EVERY).await;
+    let weight = &[("rule", "canary-rollout")];
+    for garbage in [
+        leader_state("progressing", 99, 65535, "[]"),
+        leader_state("progressing", 2, 300, "[100, 300]"),
+        leader_state("progressing", 1, 300, "[300, 100]"),
+        leader_state("paused", 0, 300, "[300, 1200]"),
+        leader_state("promoted", 1, 300, "[100, 300]"),
+    ] {
+        *answer.lock().unwrap() = garbage.clone();
+        tokio::time::sleep(2 * FOLLOW_EVERY).await;
+        let s = status(&follower).await;
+        assert_eq!(
+            (s["weight_permille"].as_u64(), state(&s)),
+            (Some(100), "paused"),
+            "{garbage}: {s:#}"
+        );
+        assert!(s["follow_error"].is_string(), "{garbage}: {s:#}");
+        assert_eq!(
+            metric(&follower, "graygate_rollout_weight_permille", weight).await,
+            100.0,
+            "{garbage}"
+        );
+        let answered = get(&follower.url("/"), &[("x-user-id", "1")]).await;
+        assert_eq!(answered.status, 200);
+    }
+    let errors = metric(&follower, "graygate_rollout_follow_errors_total", &[]).await;
+    assert!(errors >= 5.0, "{errors} follow errors counted");
+    // The same leader, coherent: followed at its next poll.
+    *answer.lock().unwrap() = leader_state("progressing", 1, 300, "[100, 300, 1000]");
+    let followed = wait_for(&follower, STEP, "following", |s| {
+        s["weight_permille"] == 300 && s["follow_error"].is_null()
+    })
+    .await;
+    assert_eq!(state(&followed), "progressing");
+    assert_eq!(
+        metric(&follower, "graygate_rollout_weight_permille", weight).await,
+        300.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_from_prometheus_that_cannot_be_counts_hold_the_rollout_and_analyses_go_on() {
+    let backends = Backends::start().await;
+    // Every query answers the same lie: 1e19 requests in two of the canary's groups,
+    // whose sum no u64 holds.
+    let lie = |group: u32| {
+        format!(
+            r#"{{"metric":{{"cohort":"canary","group":"{group}"}},"value":[1700000000.0,"1e19"]}}"#
+        )
+    };
+    let answer = Arc::new(Mutex::new(format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{},{}]}}}}"#,
+        lie(0),
+        lie(1)
+    )));
+    let prometheus = fake_json_server("/api/v1/query", Arc::clone(&answer)).await;
+    let rollout = fleet_rollout("[100, 500]", "1s", prometheus.addr.port())
+        .replace("interval = \"1s\"", "interval = \"250ms\"")
+        .replace("eval_delay = \"1500ms\"", "eval_delay = \"100ms\"");
+    let judge = Gateway::start(&backends.config("v2", 0, &rollout));
+    let errors = || async {
+        metric(
+            &judge,
+            "graygate_rollout_analyses_total",
+            &[("verdict", "error")],
+        )
+        .await
+    };
+    let deadline = Instant::now() + STEP;
+    while errors().await < 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no analyses in error: {:#}\n{}",
+            status(&judge).await,
+            judge.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = status(&judge).await;
+    assert_eq!(
+        (
+            state(&held),
+            held["step"].as_u64(),
+            held["weight_permille"].as_u64()
+        ),
+        ("progressing", Some(0), Some(100)),
+        "{held:#}"
+    );
+    let why = held["analyses"][0]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("`1e19` is not a plausible count"), "{held:#}");
+    // The clock goes on: more analyses, each in error, and still no step past the
+    // step's minimum duration.
+    let before = errors().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = errors().await;
+    assert!(
+        after >= before + 3.0,
+        "{before} then {after} analyses in error"
+    );
+    let held = status(&judge).await;
+    assert_eq!(
+        (state(&held), held["step"].as_u64()),
+        ("progressing", Some(0)),
+        "{held:#}"
+    );
+    assert!(!judge.logs().contains("panicked"), "{}", judge.logs());
+}
+
 /// `graygate controller`: the control plane alone.
 struct Controller {
     child: Child,

@@ -642,6 +642,8 @@ to = "blue"
         ("rule = \"canary-rollout\"\nsteps = [1000]", "rollout.steps[0]", "the first step must be below 1000‰"),
         ("rule = \"canary-rollout\"\nschedule = { kind = \"doubling\", from = 1000 }", "rollout.schedule", "the first step must be below 1000‰"),
         ("rule = \"canary-rollout\"\nsteps = [1]\ninterval = \"500000000000y\"", "rollout.interval", "must be at most 1day"),
+        // A control character in a label value would break every Prometheus query.
+        ("rule = \"canary\\trollout\"\nsteps = [1]", "rollout.rule", "the rule name \"canary\\trollout\" has the control character U+0009"),
     ] {
         let dir_name = dir.path().file_name().unwrap().to_str().unwrap();
         let rollout = rollout.replace("{dir}", dir_name);
@@ -667,6 +669,24 @@ to = "blue"
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(": pools.canary.version: ") && err.contains("needs a `version`"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[rollout]\nrule = \"canary-rollout\"\nsteps = [1]",
+            base.replace("version = \"v2\"", r#"version = "v2\n""#)
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(": pools.canary.version: the rollout's canary version \"v2\\n\" has the control character U+000A"),
         "{err}"
     );
 }

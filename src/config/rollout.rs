@@ -286,6 +286,13 @@ impl Compiler<'_> {
         name: &str,
         path: KeyPath,
     ) -> Option<(usize, u16)> {
+        if let Some(why) = control_character(name) {
+            self.error(
+                path,
+                format!("the rule name {name:?} {why}: a rollout's rule is a label value in its metrics and Prometheus queries"),
+            );
+            return None;
+        }
         let Some(index) = file.rules.iter().position(|r| r.name == name) else {
             let names: Vec<&str> = file.rules.iter().map(|r| r.name.as_str()).collect();
             let known = if names.is_empty() {
@@ -314,19 +321,28 @@ impl Compiler<'_> {
             );
             return None;
         }
-        if file
-            .pools
-            .get(&rule.to)
-            .is_some_and(|p| p.version.is_none())
-        {
-            self.error(
-                KeyPath::root().key("pools").key(&rule.to).key("version"),
-                format!(
-                    "the rollout's canary pool `{}` needs a `version`: the rule and the version are the rollout's identity, and a new version starts a new rollout",
-                    rule.to
-                ),
-            );
-            return None;
+        let version_path = || KeyPath::root().key("pools").key(&rule.to).key("version");
+        match file.pools.get(&rule.to).map(|p| p.version.as_deref()) {
+            Some(None) => {
+                self.error(
+                    version_path(),
+                    format!(
+                        "the rollout's canary pool `{}` needs a `version`: the rule and the version are the rollout's identity, and a new version starts a new rollout",
+                        rule.to
+                    ),
+                );
+                return None;
+            }
+            Some(Some(version)) => {
+                if let Some(why) = control_character(version) {
+                    self.error(
+                        version_path(),
+                        format!("the rollout's canary version {version:?} {why}: it is a label value in the rollout's metrics and Prometheus queries"),
+                    );
+                    return None;
+                }
+            }
+            None => {}
         }
         Some((index, permille.clamp(0, 1000) as u16))
     }
@@ -544,6 +560,16 @@ impl Compiler<'_> {
     }
 }
 
+/// Whether `text` has a control character (a newline, a tab...), in words. A label
+/// value with one breaks every PromQL query that names it.
+fn control_character(text: &str) -> Option<String> {
+    let c = text.chars().find(|c| c.is_control())?;
+    Some(format!(
+        "has the control character U+{:04X} ({c:?})",
+        u32::from(c)
+    ))
+}
+
 const FIRST_STEP_AT_1000: &str = "the first step must be below 1000‰: at 1000‰ no control is left to judge the canary against (to send everyone, set the rule's `permille`)";
 
 /// A path as the file it names: its directory resolved (symlinks, `..`) and its name,
@@ -557,4 +583,62 @@ fn same_file_key(path: &std::path::Path) -> Option<std::path::PathBuf> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{self, Source};
+    use crate::shared::Shared;
+
+    /// `graygate check`'s errors for a config with a canary at `version` and a
+    /// per-mille rule named `rule` that the rollout drives; empty when it is valid.
+    fn errors(rule: &str, version: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+[pools.blue]
+endpoints = ["127.0.0.1:1"]
+[pools.canary]
+endpoints = ["127.0.0.1:2"]
+version = "{version}"
+[routing]
+stable = "blue"
+user_key = {{ header = "x-user-id" }}
+[[rules]]
+name = "{rule}"
+match = {{ permille = 0 }}
+to = "canary"
+[rollout]
+rule = "{rule}"
+steps = [100]
+"#
+        );
+        let source = Source {
+            path: dir.path().join("g.toml"),
+            text,
+        };
+        let file = config::parse(&source).unwrap();
+        match config::compile(file, &source, &Shared::new()) {
+            Ok(_) => String::new(),
+            Err(errors) => errors.to_string(),
+        }
+    }
+
+    #[test]
+    fn control_characters_in_the_rollouts_rule_or_version_are_refused_with_their_keys() {
+        assert_eq!(errors("canary-rollout", "v2 rc.1"), "");
+        // TOML escapes: the values hold a real newline, tab, DEL.
+        let version = errors("canary-rollout", r"v2\n");
+        assert!(
+            version.contains(": pools.canary.version: the rollout's canary version \"v2\\n\" has the control character U+000A ('\\n')"),
+            "{version}"
+        );
+        let version = errors("canary-rollout", r"v2\u007f");
+        assert!(version.contains("U+007F"), "{version}");
+        let rule = errors(r"canary\trollout", "v2");
+        assert!(
+            rule.contains(": rollout.rule: the rule name \"canary\\trollout\" has the control character U+0009 ('\\t')"),
+            "{rule}"
+        );
+    }
 }

@@ -28,7 +28,7 @@ use super::follow::LeaderState;
 use super::judge::{self, Analysis, Verdict};
 use super::machine::{self, Input, NotApplicable, RolloutState, Transition};
 use super::state_file::{self, Loaded, Saved};
-use super::{Plan, Remote, Source, Tap};
+use super::{Identity, Plan, Remote, Source, Tap};
 use crate::metrics::RolloutMetrics;
 use crate::snapshot::Snapshot;
 
@@ -103,25 +103,45 @@ pub enum ActionError {
 pub enum Job {
     /// Judge this instance's cohorts.
     Analyze,
-    /// Ask Prometheus for the fleet's cohorts of `step` since `since_ms`, then judge.
-    Query {
-        remote: Remote,
-        rule: String,
-        version: String,
-        step: usize,
-        since_ms: u64,
-    },
+    /// Ask Prometheus for the fleet's cohorts of the query's rollout and step, then judge.
+    Query { remote: Remote, query: FleetQuery },
     /// Ask the instance followed for its state.
     Follow(Remote),
     /// Try again to save a state that could not be saved.
     Save,
 }
 
+impl Job {
+    /// What the job does, for the log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Analyze => "analyze",
+            Job::Query { .. } => "query",
+            Job::Follow(_) => "follow",
+            Job::Save => "save",
+        }
+    }
+}
+
 /// How soon a failed save is tried again, when nothing else would save.
 const SAVE_RETRY: Duration = Duration::from_secs(5);
 
-/// The fleet's counts for a step, as Prometheus gave them: `Ok(None)` with no series.
-pub type FleetCounts = (usize, Result<Option<(CohortCounts, CohortCounts)>, String>);
+/// What a query to Prometheus is for: one rollout's step, since it began. The clock
+/// waits on Prometheus outside the lock, so the rollout may have moved on (or been
+/// replaced) by the time the answer comes: it is judged only if all of this still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetQuery {
+    pub identity: Identity,
+    pub step: usize,
+    pub since_ms: u64,
+}
+
+/// The fleet's counts for a query, as Prometheus gave them: `Ok(None)` with no series.
+#[derive(Debug, Clone)]
+pub struct FleetCounts {
+    pub query: FleetQuery,
+    pub counts: Result<Option<(CohortCounts, CohortCounts)>, String>,
+}
 
 /// Milliseconds since the Unix epoch: the controller's clock, saved in the state file
 /// so a step's age survives a restart.
@@ -156,10 +176,7 @@ impl Rollouts {
                 plan.interval,
                 Job::Query {
                     remote: remote.clone(),
-                    rule: plan.rule_name.clone(),
-                    version: plan.canary_version.clone(),
-                    step: active.state.step,
-                    since_ms: active.state.step_started_ms,
+                    query: active.fleet_query(),
                 },
             )),
         }
@@ -215,10 +232,11 @@ impl Rollouts {
         if matches!(plan.source, Source::Follow(_)) {
             return None;
         }
-        let (source, counts) = match fleet {
+        let (source, counts) = match fleet.map(|f| (f.query, f.counts)) {
             None => ("local", active.current().counts()),
-            // The step moved on while Prometheus answered: those counts are another step's.
-            Some((step, _)) if step != active.state.step => return None,
+            // The rollout was replaced or its step moved on while Prometheus answered:
+            // those counts are another rollout's, or another step's.
+            Some((query, _)) if query != active.fleet_query() => return None,
             Some((_, Ok(Some(counts)))) => ("prometheus", counts),
             Some((_, Ok(None))) => ("prometheus", Default::default()),
             Some((_, Err(why))) => {
@@ -297,6 +315,11 @@ impl Rollouts {
                 Err(format!(
                     "{} rolls out version `{}`, this instance's canary is `{}`",
                     remote.url, leader.canary_version, plan.canary_version
+                ))
+            } else if let Some(why) = leader.incoherence() {
+                Err(format!(
+                    "{} answered an incoherent rollout state: {why}",
+                    remote.url
                 ))
             } else {
                 Ok(leader)
@@ -610,6 +633,14 @@ impl Active {
         self.state.weight(&self.steps)
     }
 
+    fn fleet_query(&self) -> FleetQuery {
+        FleetQuery {
+            identity: self.plan.identity(),
+            step: self.state.step,
+            since_ms: self.state.step_started_ms,
+        }
+    }
+
     fn record(&mut self, record: AnalysisRecord) {
         self.analyses.push_front(record);
         self.analyses.truncate(KEEP_ANALYSES);
@@ -666,7 +697,7 @@ pub enum Start {
     New,
     Resumed,
     /// The state file held another rollout (this identity).
-    Replaced(super::Identity),
+    Replaced(Identity),
     /// The state file could not be read (why): paused at the file's weight.
     Unreadable(String),
 }
@@ -786,4 +817,184 @@ fn figures(a: &Analysis) -> String {
         cohort(&a.control),
         checks.join("; ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, Source as ConfigSource};
+    use crate::rollout::cohort::{bucket_of, BUCKETS};
+    use crate::shared::Shared;
+    use std::path::Path;
+
+    /// A config with a canary at `version` and `rollout`, compiled in `dir` (where its
+    /// state file goes).
+    fn compiled(dir: &Path, shared: &Shared, version: &str, rollout: &str) -> Snapshot {
+        let text = format!(
+            r#"
+[pools.blue]
+endpoints = ["127.0.0.1:1"]
+[pools.canary]
+endpoints = ["127.0.0.1:2"]
+version = "{version}"
+[routing]
+stable = "blue"
+user_key = {{ header = "x-user-id" }}
+[[rules]]
+name = "canary-rollout"
+match = {{ permille = 0 }}
+to = "canary"
+{rollout}
+"#
+        );
+        let source = ConfigSource {
+            path: dir.join("graygate.toml"),
+            text,
+        };
+        let file = config::parse(&source).unwrap();
+        config::compile(file, &source, shared).unwrap()
+    }
+
+    fn cohort(requests: u64, errors: u64) -> CohortCounts {
+        let mut latency = vec![0; BUCKETS];
+        latency[bucket_of(10_000)] = requests;
+        CohortCounts {
+            requests,
+            errors,
+            latency,
+            ..CohortCounts::default()
+        }
+    }
+
+    /// Counts the judge fails the canary on: half its requests are errors.
+    fn failing() -> (CohortCounts, CohortCounts) {
+        (cohort(5_000, 2_500), cohort(20_000, 0))
+    }
+
+    const JUDGED_BY_PROMETHEUS: &str = r#"
+[rollout]
+rule = "canary-rollout"
+steps = [100, 500]
+min_requests = 100
+failure_limit = 1
+[rollout.judge]
+source = "prometheus"
+prometheus = "http://127.0.0.1:1"
+"#;
+
+    #[test]
+    fn fleet_counts_apply_only_to_the_rollout_step_and_start_they_were_queried_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::new();
+        let mut rollouts = Rollouts::new(shared.metrics.rollout());
+        rollouts.adopt(
+            compiled(dir.path(), &shared, "v2", JUDGED_BY_PROMETHEUS),
+            1_000,
+        );
+        let Some((_, Job::Query { query: asked, .. })) = rollouts.job() else {
+            panic!("a rollout judged by Prometheus queries it");
+        };
+        // While Prometheus answers, a reload brings v3: a new rollout, at the same step
+        // and begun in the same millisecond. Only the identity tells the two apart.
+        let live = rollouts.adopt(
+            compiled(dir.path(), &shared, "v3", JUDGED_BY_PROMETHEUS),
+            1_000,
+        );
+        let Some((_, Job::Query { query: current, .. })) = rollouts.job() else {
+            panic!("the new rollout queries Prometheus too");
+        };
+        assert_eq!(
+            (asked.step, asked.since_ms),
+            (current.step, current.since_ms)
+        );
+        assert_ne!(asked.identity, current.identity);
+        let stale = [
+            asked,
+            FleetQuery {
+                step: 1,
+                ..current.clone()
+            },
+            FleetQuery {
+                since_ms: 999,
+                ..current.clone()
+            },
+        ];
+        for query in stale {
+            let answer = FleetCounts {
+                query: query.clone(),
+                counts: Ok(Some(failing())),
+            };
+            assert!(rollouts.analyze(&live, 2_000, Some(answer)).is_none());
+            let status = rollouts.status().unwrap();
+            assert_eq!(
+                (
+                    status["state"].as_str(),
+                    status["analyses"].as_array().map(Vec::len)
+                ),
+                (Some("progressing"), Some(0)),
+                "{query:?} was judged: {status:#}"
+            );
+        }
+        // The answer to the rollout in force is judged: failure_limit 1 aborts it.
+        let answer = FleetCounts {
+            query: current,
+            counts: Ok(Some(failing())),
+        };
+        assert!(rollouts.analyze(&live, 2_000, Some(answer)).is_some());
+        let status = rollouts.status().unwrap();
+        assert_eq!(status["state"], "aborted", "{status:#}");
+        assert_eq!(status["analyses"][0]["source"], "prometheus");
+    }
+
+    #[test]
+    fn a_follower_refuses_an_incoherent_leader_state_and_holds_its_weight() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::new();
+        let mut rollouts = Rollouts::new(shared.metrics.rollout());
+        let follower = "[rollout]\nrule = \"canary-rollout\"\nfollow = \"http://127.0.0.1:1\"";
+        let live = rollouts.adopt(compiled(dir.path(), &shared, "v2", follower), 1_000);
+        let coherent = LeaderState {
+            instance: "the leader".into(),
+            rule: "canary-rollout".into(),
+            canary_version: "v2".into(),
+            state: machine::Phase::Progressing,
+            step: 1,
+            weight_permille: 50,
+            steps: vec![10, 50, 1000],
+            step_started_ms: 500,
+        };
+        let garbage = LeaderState {
+            step: 99,
+            weight_permille: 65535,
+            steps: vec![],
+            ..coherent.clone()
+        };
+        assert!(rollouts.follow(&live, 2_000, Ok(garbage)).is_none());
+        let status = rollouts.status().unwrap();
+        assert_eq!(status["weight_permille"], 0, "{status:#}");
+        let why = status["follow_error"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("incoherent rollout state: weight_permille 65535 is above 1000"),
+            "{status:#}"
+        );
+        assert!(status["followed_at"].is_null(), "{status:#}");
+        // A coherent state is followed, and a later incoherent one leaves it in force.
+        let live = rollouts.follow(&live, 3_000, Ok(coherent.clone())).unwrap();
+        assert_eq!(rollouts.status().unwrap()["weight_permille"], 50);
+        let out_of_range = LeaderState {
+            step: 3,
+            weight_permille: 1000,
+            ..coherent
+        };
+        assert!(rollouts.follow(&live, 4_000, Ok(out_of_range)).is_none());
+        let status = rollouts.status().unwrap();
+        assert_eq!(
+            (status["weight_permille"].as_u64(), status["step"].as_u64()),
+            (Some(50), Some(1)),
+            "{status:#}"
+        );
+        assert!(status["follow_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("step 3 is not one of its 3 steps")));
+    }
 }

@@ -15,7 +15,7 @@
 //! The bucket answers are cumulative per `le`; they are de-cumulated onto the judge's
 //! buckets. `increase()` extrapolates to the window's edges, so counts are rounded. An
 //! answer without series is an empty count (the judge says inconclusive); a failed
-//! query is an error, never read as zero.
+//! query, or a value that cannot be a count, is an error, never read as zero.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -52,9 +52,23 @@ pub fn queries(rule: &str, version: &str, window: Duration) -> [String; 5] {
     ]
 }
 
-/// A PromQL string literal's content.
+/// A PromQL string literal's content. PromQL strings take Go's escapes: a raw newline
+/// ends the query, so every control character is escaped (config validation refuses
+/// them in a rollout's rule and version; this is the second line of defence).
 fn escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if c.is_control() => escaped.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// The fleet's canary and control counts since `since_ms`, evaluated `eval_delay`
@@ -106,7 +120,13 @@ fn vector(status: u16, body: &str) -> Result<Vec<Value>, String> {
     }
 }
 
-/// One sample's value: `increase()` may extrapolate a little below zero.
+/// Above this a count is not one: no fleet serves 2^53 requests in a step, and past it
+/// an f64 no longer holds every whole number.
+const MAX_SAMPLE: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// One sample's value. `increase()` may extrapolate a little below zero: that is 0. A
+/// value that is not finite, or beyond ±2^53, is an error, never a count: summed, it
+/// would overflow.
 fn sample(series: &Value) -> Result<f64, String> {
     let text = series["value"][1]
         .as_str()
@@ -114,11 +134,10 @@ fn sample(series: &Value) -> Result<f64, String> {
     let value: f64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a number"))?;
-    Ok(if value.is_finite() && value > 0.0 {
-        value
-    } else {
-        0.0
-    })
+    if !value.is_finite() || value.abs() > MAX_SAMPLE {
+        return Err(format!("`{text}` is not a plausible count (beyond ±2^53)"));
+    }
+    Ok(value.max(0.0))
 }
 
 /// A sample as a count (extrapolated increases have fractions).
@@ -178,9 +197,18 @@ pub fn counts(answers: &[Vec<Value>]) -> Result<Option<(CohortCounts, CohortCoun
             g.errors = g.errors.min(g.requests);
             g.untimed = g.untimed.min(g.requests);
         }
-        counts.requests = counts.groups.iter().map(|g| g.requests).sum();
-        counts.errors = counts.groups.iter().map(|g| g.errors).sum();
-        counts.sum_micros = counts.groups.iter().map(|g| g.sum_micros).sum();
+        // Saturating: bounded samples cannot overflow a sum of counts, but summed
+        // latencies in µs can (and a panic here would cost the analysis).
+        let total = |field: fn(&GroupCounts) -> u64| {
+            counts
+                .groups
+                .iter()
+                .map(field)
+                .fold(0u64, u64::saturating_add)
+        };
+        counts.requests = total(|g| g.requests);
+        counts.errors = total(|g| g.errors);
+        counts.sum_micros = total(|g| g.sum_micros);
     }
     let bounds = bucket_bounds();
     let mut cumulative: [Vec<(usize, u64)>; 2] = [Vec::new(), Vec::new()];
@@ -320,5 +348,56 @@ mod tests {
         assert!(counts(&[one.clone(), vec![], vec![], vec![], strange]).is_err());
         let bad_group = vec![grouped("canary", 16, "1")];
         assert!(counts(&[bad_group, vec![], vec![], vec![], vec![]]).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_escaped_as_promql_string_escapes() {
+        assert_eq!(
+            escape("a\\b\"c\nd\re\tf\u{1}g\u{7f}h\u{85}é"),
+            r#"a\\b\"c\nd\re\tf\u0001g\u007fh\u0085é"#
+        );
+        let [requests, ..] = queries("canary-rollout", "v2\nrc", Duration::from_secs(1));
+        assert!(
+            requests.contains(r#"version="v2\nrc"}"#) && !requests.contains('\n'),
+            "{requests}"
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_no_count_is_an_error_and_a_small_negative_one_is_zero() {
+        for lie in ["1e19", "9007199254740994", "-1e19", "NaN", "+Inf", "-Inf"] {
+            let why = sample(&grouped("canary", 0, lie)).unwrap_err();
+            assert!(why.contains(lie), "{lie}: {why}");
+            let requests = vec![grouped("canary", 0, "10"), grouped("canary", 1, lie)];
+            assert!(
+                counts(&[requests, vec![], vec![], vec![], vec![]]).is_err(),
+                "{lie} as requests"
+            );
+            let latency = vec![grouped("canary", 1, lie)];
+            let one = vec![grouped("canary", 0, "1")];
+            assert!(
+                counts(&[one, vec![], vec![], latency, vec![]]).is_err(),
+                "{lie} as latency"
+            );
+        }
+        assert_eq!(sample(&grouped("canary", 0, "-0.4")), Ok(0.0));
+        assert_eq!(
+            sample(&grouped("canary", 0, "9007199254740992")),
+            Ok(2f64.powi(53))
+        );
+    }
+
+    #[test]
+    fn sums_at_the_largest_counts_saturate_instead_of_overflowing() {
+        let most = "9007199254740992"; // 2^53 seconds: µs beyond u64 in every group
+        let requests: Vec<Value> = (0..USER_GROUPS)
+            .map(|g| grouped("canary", g, most))
+            .collect();
+        let latency = requests.clone();
+        let (canary, _) = counts(&[requests, vec![], vec![], latency, vec![]])
+            .unwrap()
+            .unwrap();
+        assert_eq!(canary.requests, (1u64 << 53) * USER_GROUPS as u64);
+        assert_eq!(canary.sum_micros, u64::MAX);
     }
 }
