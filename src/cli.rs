@@ -409,7 +409,11 @@ fn run(path: PathBuf, role: Role) -> ExitCode {
             Arc::clone(&reloader),
             shutdown.clone(),
         ));
-        tokio::spawn(active::run(Arc::clone(reloader.live()), shutdown.clone()));
+        let live = Arc::clone(reloader.live());
+        tokio::spawn(active::run(
+            move || Arc::clone(&live.load().pools),
+            shutdown.clone(),
+        ));
         tokio::spawn(control::rollout::run(
             Arc::clone(&reloader),
             shutdown.clone(),

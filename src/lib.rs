@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod h1;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;

@@ -20,7 +20,7 @@ use crate::rollout::Tap;
 use crate::routing::{self, Chain, Condition, HeaderTest, KeySet, PoolId, Sources, UaClassifier};
 use crate::shared::Shared;
 use crate::snapshot::{Origin, Settings, Snapshot};
-use crate::upstream::{parse_endpoint, Balancer, Pool};
+use crate::upstream::{parse_endpoint, Pool};
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
@@ -359,9 +359,9 @@ impl Compiler<'_> {
                 name: name.as_str().into(),
                 version: pool.version.as_deref().map(Into::into),
                 endpoints,
-                balancer: Balancer::new(pool.lb),
+                balancer: pool.lb.balancer(),
                 connect_timeout: pool.connect_timeout,
-                health_check: pool.health_check.clone(),
+                health_check: pool.health_check.as_ref().map(model::HealthCheck::settings),
                 metrics: self.pool_series(name, pool.version.as_deref(), &file.routing.stable),
                 name_header: HeaderValue::from_str(name).expect("pool names are validated"),
             });

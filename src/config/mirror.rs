@@ -13,7 +13,7 @@ use super::error::KeyPath;
 use super::model::ConfigFile;
 use crate::mirror::{Mirror, MirrorState, Target};
 use crate::routing::PoolId;
-use crate::upstream::{parse_endpoint, Balancer};
+use crate::upstream::parse_endpoint;
 
 /// Methods a copy may repeat without doing anything twice (RFC 9110 §9.2.1).
 const SAFE: [Method; 4] = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE];
@@ -121,7 +121,7 @@ impl Compiler<'_> {
                 ignore_headers: ignore,
                 target: Target {
                     endpoints,
-                    balancer: Balancer::new(target.lb),
+                    balancer: target.lb.balancer(),
                     connect_timeout: target.connect_timeout,
                 },
                 state,

@@ -313,6 +313,19 @@ pub struct HealthCheck {
     pub rise: u32,
 }
 
+impl HealthCheck {
+    /// The check as the upstream side takes it.
+    pub fn settings(&self) -> crate::upstream::HealthCheck {
+        crate::upstream::HealthCheck {
+            path: self.path.clone(),
+            interval: self.interval,
+            timeout: self.timeout,
+            fall: self.fall,
+            rise: self.rise,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalancing {
@@ -320,6 +333,15 @@ pub enum LoadBalancing {
     RoundRobin,
     /// Power of two random choices on in-flight requests.
     LeastRequest,
+}
+
+impl LoadBalancing {
+    pub fn balancer(self) -> crate::upstream::Balancer {
+        match self {
+            LoadBalancing::RoundRobin => crate::upstream::Balancer::round_robin(),
+            LoadBalancing::LeastRequest => crate::upstream::Balancer::LeastRequest,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

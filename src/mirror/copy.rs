@@ -14,7 +14,8 @@ use tracing::debug;
 
 use super::diff::{self, Answer};
 use super::{now_rfc3339, Difference, Mirror, Outcome, Slot, CAPTURE_BYTES};
-use crate::upstream::{self, health, ExtraHeaders, RequestBody};
+use crate::h1::request::ExtraHeaders;
+use crate::upstream::{self, RequestBody};
 
 /// Marks a copy, so its upstream can tell it from real traffic.
 pub const X_GRAYGATE_MIRROR: HeaderName = HeaderName::from_static("x-graygate-mirror");
@@ -154,9 +155,9 @@ impl Outgoing {
         *request.headers_mut() = headers;
         let report = |ok: bool| {
             if ok {
-                health::report_success(&endpoint);
+                endpoint.report_success();
             } else {
-                health::report_failure(&endpoint, &target.endpoints, &mirror.to_name);
+                endpoint.report_failure(&target.endpoints, &mirror.to_name);
             }
         };
         let response =

@@ -7,9 +7,10 @@ use http::uri::{Authority, PathAndQuery, Uri};
 use http::Version;
 
 use super::ClientConnection;
+use crate::h1::head::strip_hop_by_hop;
+use crate::h1::request::ExtraHeaders;
 use crate::routing::Decision;
 use crate::snapshot::Snapshot;
-use crate::upstream::{ExtraHeaders, HOP_BY_HOP};
 
 pub const X_GRAYGATE_POOL: HeaderName = HeaderName::from_static("x-graygate-pool");
 pub const X_GRAYGATE_RULE: HeaderName = HeaderName::from_static("x-graygate-rule");
@@ -130,48 +131,6 @@ fn is_host_and_port(text: &[u8]) -> bool {
         [] => true,
         [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
         _ => false,
-    }
-}
-
-/// Removes hop-by-hop headers, including any that `Connection` names (but never Host:
-/// `Connection: host` would leave the upstream to guess where the request went).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most heads carry none: one pass over the names (standard names compare without
-    // hashing) is far cheaper than nine hashed removals that find nothing.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    // Names listed in Connection, other than the standard ones removed below; the Vec
-    // allocates only if a client lists a custom header.
-    let mut listed: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-        {
-            if token.is_empty()
-                || token.eq_ignore_ascii_case(b"close")
-                || token.eq_ignore_ascii_case(b"host")
-            {
-                continue;
-            }
-            if HOP_BY_HOP
-                .iter()
-                .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()))
-            {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token) {
-                listed.push(name);
-            }
-        }
-    }
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
     }
 }
 

@@ -36,6 +36,7 @@ pub use headers::X_GRAYGATE_POOL;
 pub use sticky::mint as mint_sticky_id;
 
 use crate::config::model::Fallback;
+use crate::h1::request::ExtraHeaders;
 use crate::metrics::{ClientErrorKind, ErrorKind};
 use crate::mirror::copy::{Capture, Draft};
 use crate::mirror::{Mirror, Slot};
@@ -43,8 +44,7 @@ use crate::routing::{Decision, RequestView};
 use crate::shared::Shared;
 use crate::snapshot::{LiveConfig, Snapshot};
 use crate::upstream::{
-    self, is_idempotent, Endpoint, ExtraHeaders, InFlight, RequestBody, Tee, UpstreamBody,
-    UpstreamError,
+    self, is_idempotent, Endpoint, InFlight, RequestBody, Tee, UpstreamBody, UpstreamError,
 };
 
 /// Retries of one request, on other endpoints, beyond its first attempt.

@@ -303,7 +303,7 @@ async fn serve_connection<IO>(
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let streams = idle.map(|_| Arc::new(Streams::default()));
+    let streams = idle.map(|_| Arc::new(Streams::new()));
     let counted = streams.clone();
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
@@ -340,10 +340,12 @@ where
 }
 
 /// A connection's open streams, and when the last one closed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Streams {
     open: std::sync::atomic::AtomicUsize,
-    /// Milliseconds on the process clock (`upstream::health::now_millis`).
+    /// The connection's start, which `last_closed` counts from.
+    epoch: std::time::Instant,
+    /// Milliseconds since `epoch`.
     last_closed: std::sync::atomic::AtomicU64,
 }
 
@@ -352,6 +354,18 @@ struct Streams {
 struct StreamOpen(Arc<Streams>);
 
 impl Streams {
+    fn new() -> Self {
+        Streams {
+            open: Default::default(),
+            epoch: std::time::Instant::now(),
+            last_closed: Default::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn open(self: &Arc<Self>) -> StreamOpen {
         self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         StreamOpen(Arc::clone(self))
@@ -360,7 +374,7 @@ impl Streams {
 
 impl Drop for StreamOpen {
     fn drop(&mut self) {
-        let now = crate::upstream::health::now_millis();
+        let now = self.0.now_ms();
         self.0
             .last_closed
             .store(now, std::sync::atomic::Ordering::Relaxed);
@@ -376,13 +390,11 @@ async fn idle_for(streams: Option<&Streams>, idle: Option<Duration>) {
         return std::future::pending().await;
     };
     let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-    let started = crate::upstream::health::now_millis();
     loop {
         let last = streams
             .last_closed
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(started);
-        let waited = crate::upstream::health::now_millis().saturating_sub(last);
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let waited = streams.now_ms().saturating_sub(last);
         if streams.open.load(std::sync::atomic::Ordering::Relaxed) == 0 && waited >= idle_ms {
             return;
         }

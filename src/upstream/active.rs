@@ -6,7 +6,6 @@
 //! One scheduler task walks the live snapshot; each probe is its own short task on a
 //! fresh connection, so a check never takes a pooled keep-alive connection.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,59 +19,19 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
 use super::endpoint::Endpoint;
-use super::health::now_millis;
-use crate::config::model::HealthCheck;
+use super::health::{now_millis, HealthCheck};
+use super::pool::Pool;
 use crate::shutdown::Shutdown;
-use crate::snapshot::LiveConfig;
 
 /// How often the scheduler looks for due probes: the resolution of `interval`.
 const TICK: Duration = Duration::from_millis(100);
 
-/// One endpoint's active-check state.
-#[derive(Debug, Default)]
-pub(super) struct ActiveState {
-    pub(super) down: AtomicBool,
-    passes: AtomicU32,
-    failures: AtomicU32,
-    /// When the next probe is due (process-clock milliseconds).
-    next_probe: AtomicU64,
-}
-
-impl ActiveState {
-    /// Claims the probe that is due now, if one is: only one caller wins it.
-    fn claim(&self, now: u64, interval: Duration) -> bool {
-        let due = self.next_probe.load(Ordering::Relaxed);
-        let next = now + u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        due <= now
-            && self
-                .next_probe
-                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-
-    /// Counts a probe result; returns the new state when it changed (`true`: down).
-    fn record(&self, passed: bool, check: &HealthCheck) -> Option<bool> {
-        let down = self.down.load(Ordering::Relaxed);
-        if passed {
-            self.failures.store(0, Ordering::Relaxed);
-            let passes = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
-            (down && passes >= check.rise).then(|| {
-                self.down.store(false, Ordering::Relaxed);
-                false
-            })
-        } else {
-            self.passes.store(0, Ordering::Relaxed);
-            let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            (!down && failures >= check.fall).then(|| {
-                self.down.store(true, Ordering::Relaxed);
-                true
-            })
-        }
-    }
-}
-
-/// Runs the checks of whatever config is live until shutdown.
-pub async fn run(live: Arc<LiveConfig>, mut shutdown: Shutdown) {
+/// Runs the checks of the pools `live` gives (the live config's, read again at every
+/// tick) until shutdown.
+pub async fn run<P>(live: impl Fn() -> P + Send + 'static, mut shutdown: Shutdown)
+where
+    P: std::ops::Deref<Target = [Pool]>,
+{
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -80,9 +39,9 @@ pub async fn run(live: Arc<LiveConfig>, mut shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
         }
-        let snapshot = live.load();
+        let pools = live();
         let now = now_millis();
-        for pool in snapshot.pools.iter() {
+        for pool in pools.iter() {
             let Some(check) = &pool.health_check else {
                 continue;
             };

@@ -3,8 +3,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::config::model::LoadBalancing;
-
 use super::endpoint::Endpoint;
 
 #[derive(Debug)]
@@ -18,12 +16,9 @@ pub enum Balancer {
 }
 
 impl Balancer {
-    pub fn new(kind: LoadBalancing) -> Self {
-        match kind {
-            LoadBalancing::RoundRobin => Balancer::RoundRobin {
-                next: AtomicUsize::new(0),
-            },
-            LoadBalancing::LeastRequest => Balancer::LeastRequest,
+    pub fn round_robin() -> Self {
+        Balancer::RoundRobin {
+            next: AtomicUsize::new(0),
         }
     }
 
@@ -65,7 +60,7 @@ mod tests {
     #[test]
     fn round_robin_cycles_evenly() {
         let eps = endpoints(3);
-        let balancer = Balancer::new(LoadBalancing::RoundRobin);
+        let balancer = Balancer::round_robin();
         let picks: Vec<&str> = (0..6).map(|_| &*balancer.pick(&eps).address).collect();
         assert_eq!(
             picks,
@@ -84,7 +79,7 @@ mod tests {
     fn least_request_avoids_the_busy_endpoint() {
         let eps = endpoints(2);
         let _busy: Vec<_> = (0..5).map(|_| eps[0].start()).collect();
-        let balancer = Balancer::new(LoadBalancing::LeastRequest);
+        let balancer = Balancer::LeastRequest;
         for _ in 0..100 {
             assert_eq!(&*balancer.pick(&eps).address, "10.0.0.1:80");
         }
@@ -93,7 +88,7 @@ mod tests {
     #[test]
     fn least_request_spreads_when_idle() {
         let eps = endpoints(4);
-        let balancer = Balancer::new(LoadBalancing::LeastRequest);
+        let balancer = Balancer::LeastRequest;
         let mut seen = [0usize; 4];
         for _ in 0..4000 {
             let picked = balancer.pick(&eps);

@@ -9,9 +9,10 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use super::client::UpstreamConnection;
-use super::wire::{Chunked, Decoded, ResponseFraming};
+use super::connection::UpstreamConnection;
 use super::UpstreamError;
+use crate::h1::body::{BodyDecoder, Decoded};
+use crate::h1::response::ResponseFraming;
 
 /// Read at least this much spare room before each read of the body.
 const MIN_READ_ROOM: usize = 4 * 1024;
@@ -21,19 +22,11 @@ const READ_GROWTH: usize = 16 * 1024;
 pub struct UpstreamBody {
     /// The connection, until the body ends (or for an upgrade, the tunnel takes it).
     connection: Option<UpstreamConnection>,
-    state: State,
+    decoder: BodyDecoder,
+    /// A 101: no body; the connection belongs to the tunnel.
+    upgraded: bool,
     /// The connection may carry another request once the body is read to its end.
     reusable: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Length(u64),
-    Chunked(Chunked),
-    UntilClose,
-    /// A 101: no body; the connection belongs to the tunnel.
-    Upgraded,
-    Done,
 }
 
 impl UpstreamBody {
@@ -42,15 +35,10 @@ impl UpstreamBody {
         framing: ResponseFraming,
         reusable: bool,
     ) -> Self {
-        let state = match framing {
-            ResponseFraming::Empty => State::Done,
-            ResponseFraming::Length(n) => State::Length(n),
-            ResponseFraming::Chunked => State::Chunked(Chunked::Size),
-            ResponseFraming::UntilClose => State::UntilClose,
-        };
         UpstreamBody {
             connection: Some(connection),
-            state,
+            decoder: BodyDecoder::new(framing),
+            upgraded: false,
             reusable,
         }
     }
@@ -58,7 +46,8 @@ impl UpstreamBody {
     pub(super) fn upgraded(connection: UpstreamConnection) -> Self {
         UpstreamBody {
             connection: Some(connection),
-            state: State::Upgraded,
+            decoder: BodyDecoder::Done,
+            upgraded: true,
             reusable: false,
         }
     }
@@ -66,7 +55,8 @@ impl UpstreamBody {
     /// The connection, once the body has been read to its end and the upstream may
     /// take another request on it: keep-alive, and nothing sent past the body.
     pub fn take_reusable(&mut self) -> Option<UpstreamConnection> {
-        let clean = self.state == State::Done
+        let clean = self.decoder.is_done()
+            && !self.upgraded
             && self.reusable
             && self.connection.as_ref().is_some_and(|c| c.read.is_empty());
         if clean {
@@ -79,7 +69,7 @@ impl UpstreamBody {
     /// For a 101: the connection's socket and any bytes the upstream already sent in
     /// the new protocol.
     pub fn take_upgraded(&mut self) -> Option<(TcpStream, BytesMut)> {
-        if self.state != State::Upgraded {
+        if !self.upgraded {
             return None;
         }
         self.connection.take().map(|c| (c.stream, c.read))
@@ -117,46 +107,27 @@ impl Body for UpstreamBody {
             let Some(connection) = this.connection.as_mut() else {
                 return Poll::Ready(None);
             };
-            let buffer = &mut connection.read;
-            match &mut this.state {
-                State::Done | State::Upgraded => return Poll::Ready(None),
-                State::Length(remaining) if !buffer.is_empty() => {
-                    let take =
-                        usize::try_from(*remaining).map_or(buffer.len(), |r| r.min(buffer.len()));
-                    *remaining -= take as u64;
-                    if *remaining == 0 {
-                        this.state = State::Done;
-                    }
-                    return data(buffer.split_to(take).freeze());
+            if this.upgraded {
+                return Poll::Ready(None);
+            }
+            match this.decoder.decode(&mut connection.read) {
+                Ok(Decoded::Data(bytes)) => return data(bytes),
+                Ok(Decoded::Done) => return Poll::Ready(None),
+                Ok(Decoded::NeedMore) => {}
+                Err(err) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(err.into())));
                 }
-                State::UntilClose if !buffer.is_empty() => {
-                    return data(buffer.split().freeze());
-                }
-                State::Chunked(chunked) => match chunked.step(buffer) {
-                    Ok(Decoded::Data(bytes)) => return data(bytes),
-                    Ok(Decoded::Done) => {
-                        this.state = State::Done;
-                        return Poll::Ready(None);
-                    }
-                    Ok(Decoded::NeedMore) => {}
-                    Err(err) => {
-                        this.connection = None;
-                        return Poll::Ready(Some(Err(err.into())));
-                    }
-                },
-                State::Length(_) | State::UntilClose => {}
             }
             // The buffer holds nothing usable: read more.
             match poll_fill(connection, cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) if this.state == State::UntilClose => {
-                    this.state = State::Done;
-                    this.connection = None;
-                    return Poll::Ready(None);
-                }
                 Poll::Ready(Ok(0)) => {
                     this.connection = None;
-                    return Poll::Ready(Some(Err(UpstreamError::Closed)));
+                    return match this.decoder.closed() {
+                        Ok(()) => Poll::Ready(None),
+                        Err(_) => Poll::Ready(Some(Err(UpstreamError::Closed))),
+                    };
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(err)) => {
@@ -168,14 +139,14 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done | State::Upgraded)
+        self.upgraded || self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Length(n) => SizeHint::with_exact(n),
-            State::Done | State::Upgraded => SizeHint::with_exact(0),
-            State::Chunked(_) | State::UntilClose => SizeHint::default(),
+        match self.decoder.remaining() {
+            Some(n) if !self.upgraded => SizeHint::with_exact(n),
+            Some(_) => SizeHint::with_exact(0),
+            None => SizeHint::default(),
         }
     }
 }

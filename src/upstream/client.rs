@@ -7,16 +7,15 @@
 //! it, with no connection task in between. Callgrind measured hyper's
 //! `client::conn::http1` (a task per connection, fed through channels) at 36% of the
 //! instructions of a proxied request; this client does the same job without the
-//! task hand-offs. The wire format lives in `wire`.
+//! task hand-offs. The wire format is `crate::h1`'s; the connections and their idle
+//! pools are in `connection`.
 
-use std::cell::Cell;
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -28,20 +27,15 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::body::UpstreamBody;
+use super::connection::{UpstreamConnection, READ_BUFFER};
 use super::endpoint::Endpoint;
-use super::wire::{self, ExtraHeaders, ProtocolError, RequestFraming};
+use crate::h1::body::{encode_chunk, LAST_CHUNK};
+use crate::h1::request::{encode_request_head, ExtraHeaders, RequestFraming};
+use crate::h1::response::{parse_response_head, response_framing, ResponseHead};
+use crate::h1::ProtocolError;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Idle upstream connections are closed after this long. It stays below the shortest
-/// common upstream keep-alive (uvicorn and gunicorn: 5 s; nginx 75 s, Go 90 s) so the
-/// gateway, not the upstream, closes an idle connection, and a request is rarely sent
-/// on a connection the upstream is just closing.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-/// Idle connections kept per endpoint; more are closed when they come back.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 512;
-/// The read buffer starts this large and grows only for a larger response head.
-const READ_BUFFER: usize = 8 * 1024;
 /// Interim (1xx) answers taken before the final one; more are a 502.
 const MAX_INTERIM: usize = 16;
 
@@ -199,105 +193,6 @@ impl Body for RequestBody {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection to an endpoint, with its buffers.
-#[derive(Debug)]
-pub struct UpstreamConnection {
-    pub(super) stream: TcpStream,
-    /// Bytes read and not yet used: the rest of a head, or body bytes.
-    pub(super) read: BytesMut,
-    /// The request head (or a chunk) being written; kept for its capacity.
-    write: Vec<u8>,
-    idle_since: Instant,
-}
-
-impl UpstreamConnection {
-    fn new(stream: TcpStream) -> Self {
-        UpstreamConnection {
-            stream,
-            read: BytesMut::with_capacity(READ_BUFFER),
-            write: Vec::new(),
-            idle_since: Instant::now(),
-        }
-    }
-
-    /// An idle connection is usable if the upstream has neither closed it nor sent
-    /// anything unasked. The check reads at most one byte, without waiting.
-    fn is_usable(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-}
-
-/// Workers the process runs (see `workers`); each has its own share of every idle pool.
-static WORKERS: AtomicUsize = AtomicUsize::new(1);
-
-thread_local! {
-    /// The worker this thread is; threads outside the workers (tests, the admin
-    /// side) share worker 0's pool.
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Sets how many workers share the idle pools; call before any request is served.
-pub fn set_worker_count(count: usize) {
-    WORKERS.store(count.max(1), Ordering::Relaxed);
-}
-
-/// Marks the calling thread as worker `index`.
-pub fn enter_worker(index: usize) {
-    WORKER.with(|worker| worker.set(index));
-}
-
-/// An endpoint's idle connections, one pool per worker, most recently used last.
-///
-/// A connection's socket is registered with the runtime of the worker that opened
-/// it, so reusing it from another worker would route every wake-up across threads.
-#[derive(Debug, Default)]
-pub(super) struct IdleConnections(OnceLock<Box<[WorkerPool]>>);
-
-/// One worker's pool, alone on its cache lines: two workers' locks side by side would
-/// bounce one line between their cores on every request.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct WorkerPool(Mutex<VecDeque<UpstreamConnection>>);
-
-impl IdleConnections {
-    /// This worker's pool.
-    fn own(&self) -> std::sync::MutexGuard<'_, VecDeque<UpstreamConnection>> {
-        let pools = self.0.get_or_init(|| {
-            (0..WORKERS.load(Ordering::Relaxed))
-                .map(|_| WorkerPool::default())
-                .collect()
-        });
-        let pool = &pools[WORKER.with(Cell::get) % pools.len()];
-        pool.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The most recently used idle connection that is fresh and still open. The
-    /// liveness probe runs outside the lock.
-    fn take(&self) -> Option<UpstreamConnection> {
-        loop {
-            let connection = self.own().pop_back()?;
-            if connection.idle_since.elapsed() < IDLE_TIMEOUT && connection.is_usable() {
-                return Some(connection);
-            }
-        }
-    }
-
-    fn put(&self, mut connection: UpstreamConnection) {
-        connection.idle_since = Instant::now();
-        let mut idle = self.own();
-        while idle
-            .front()
-            .is_some_and(|c| c.idle_since.elapsed() >= IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push_back(connection);
-        }
-    }
-}
-
 /// Why a send failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -309,7 +204,7 @@ pub enum UpstreamError {
     Io(#[source] io::Error),
     #[error("upstream closed the connection before a complete response")]
     Closed,
-    #[error(transparent)]
+    #[error("upstream answer: {0}")]
     Protocol(#[from] ProtocolError),
     /// The client's body broke off, was malformed or ran over the limit.
     #[error("request body: {0}")]
@@ -414,7 +309,7 @@ async fn exchange(
         }
         _ => RequestFraming::AsDeclared,
     };
-    wire::encode_request_head(request, extra, framing, &mut connection.write);
+    encode_request_head(request, extra, framing, &mut connection.write);
     // A first write that fails wrote nothing.
     let written = match connection.stream.write(&connection.write).await {
         Ok(0) => return Err(Failed::Unsent(UpstreamError::Closed)),
@@ -475,7 +370,7 @@ async fn exchange(
             UpstreamBody::upgraded(connection)
         } else {
             let (framing, reusable) =
-                wire::response_framing(&method, status, head.chunked, head.response.headers())
+                response_framing(&method, status, head.chunked, head.response.headers())
                     .map_err(|e| Failed::Late(e.into()))?;
             // After an early answer the rest of the request body was never sent.
             let reusable = reusable && head.keep_alive && !body_cut_short;
@@ -498,7 +393,7 @@ async fn send_body_or_early_answer(
     body: Streamed,
     framing: RequestFraming,
     interim: &mut bool,
-) -> Result<Option<wire::ResponseHead>, Failed> {
+) -> Result<Option<ResponseHead>, Failed> {
     let UpstreamConnection {
         stream,
         read,
@@ -560,7 +455,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
                 if data.is_empty() {
                     continue; // an empty chunk would end the body
                 }
-                wire::encode_chunk(&data, scratch);
+                encode_chunk(&data, scratch);
                 scratch
             }
         };
@@ -568,9 +463,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
     }
     received.store(true, Ordering::Relaxed);
     if framing == RequestFraming::Chunked {
-        out.write_all(wire::LAST_CHUNK)
-            .await
-            .map_err(UpstreamError::Io)?;
+        out.write_all(LAST_CHUNK).await.map_err(UpstreamError::Io)?;
     }
     if let Some(tee) = &mut tee {
         tee.finish();
@@ -583,11 +476,11 @@ async fn send_body<W: AsyncWrite + Unpin>(
 async fn read_head<R: AsyncRead + Unpin>(
     input: &mut R,
     read: &mut BytesMut,
-) -> Result<wire::ResponseHead, (UpstreamError, bool)> {
+) -> Result<ResponseHead, (UpstreamError, bool)> {
     loop {
         let got_bytes = !read.is_empty();
         if got_bytes {
-            match wire::parse_response_head(read) {
+            match parse_response_head(read) {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(err) => return Err((err.into(), true)),
@@ -623,13 +516,6 @@ pub fn is_idempotent(method: &http::Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-impl Endpoint {
-    /// Returns a connection whose last response was read to its end, for reuse.
-    pub fn release(&self, connection: UpstreamConnection) {
-        self.idle.put(connection);
-    }
 }
 
 #[cfg(test)]

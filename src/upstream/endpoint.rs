@@ -1,13 +1,14 @@
 //! One upstream address and its live in-flight count.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
 
-use super::client::IdleConnections;
-use super::health::Health;
+use super::connection::{IdleConnections, UpstreamConnection};
+use super::health::{Health, CONSECUTIVE_FAILURES, MAX_EJECTED_PERCENT};
+use tracing::warn;
 
 #[derive(Debug)]
 pub struct Endpoint {
@@ -17,8 +18,6 @@ pub struct Endpoint {
     pub authority: Authority,
     in_flight: AtomicUsize,
     /// Marked down until this instant (milliseconds on the process clock); see
-    /// `health`.
-    pub(super) down_until: AtomicU64,
     pub(super) health: Health,
     /// Keep-alive connections waiting for the next request.
     pub(super) idle: IdleConnections,
@@ -30,7 +29,6 @@ impl Endpoint {
             address: address.into(),
             authority,
             in_flight: AtomicUsize::new(0),
-            down_until: AtomicU64::new(0),
             health: Health::default(),
             idle: IdleConnections::default(),
         }
@@ -44,8 +42,35 @@ impl Endpoint {
     /// Whether the endpoint may take requests: neither ejected by passive health nor
     /// marked down by active checks.
     pub fn is_available(&self) -> bool {
-        !self.health.active.down.load(Ordering::Relaxed)
-            && self.down_until.load(Ordering::Relaxed) <= super::health::now_millis()
+        self.health.is_up()
+    }
+
+    /// Records a request that went well: the failure streak ends.
+    pub fn report_success(&self) {
+        self.health.succeeded();
+    }
+
+    /// Records a failed request; ejects the endpoint when its streak reaches the limit
+    /// and `pool` (the endpoints it is one of) may lose one more. Returns whether it
+    /// was ejected.
+    pub fn report_failure(&self, pool: &[Arc<Endpoint>], pool_name: &str) -> bool {
+        let streak = self.health.failed();
+        if streak < CONSECUTIVE_FAILURES || !self.is_available() {
+            return false;
+        }
+        let ejected = pool.iter().filter(|e| !e.is_available()).count();
+        if ejected > 0 && (ejected + 1) * 100 > pool.len() * MAX_EJECTED_PERCENT {
+            return false;
+        }
+        let duration = self.health.eject();
+        warn!(
+            pool = pool_name,
+            endpoint = &*self.address,
+            streak,
+            ?duration,
+            "endpoint ejected"
+        );
+        true
     }
 
     /// Counts a request as in flight until the returned guard drops.
@@ -119,6 +144,13 @@ pub fn parse_endpoint(text: &str) -> Result<Authority, String> {
     }
 }
 
+impl Endpoint {
+    /// Returns a connection whose last response was read to its end, for reuse.
+    pub fn release(&self, connection: UpstreamConnection) {
+        self.idle.put(connection);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +194,67 @@ mod tests {
         assert_eq!(second.in_flight(), 1);
         drop(second);
         assert_eq!(endpoint.in_flight(), 0);
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pool(n: usize) -> Vec<Arc<Endpoint>> {
+        (0..n)
+            .map(|i| {
+                let address = format!("127.0.0.1:{}", 1000 + i);
+                Arc::new(Endpoint::new(&address, address.parse().unwrap()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_success_resets_the_streak() {
+        let eps = pool(2);
+        for _ in 0..CONSECUTIVE_FAILURES - 1 {
+            assert!(!eps[0].report_failure(&eps, "p"));
+        }
+        eps[0].report_success();
+        for _ in 0..CONSECUTIVE_FAILURES - 1 {
+            assert!(!eps[0].report_failure(&eps, "p"));
+        }
+        assert!(eps[0].is_available());
+        assert!(eps[0].report_failure(&eps, "p"));
+        assert!(!eps[0].is_available());
+        assert!(eps[1].is_available());
+    }
+
+    #[test]
+    fn at_most_half_the_pool_is_ejected_but_one_always_may_be() {
+        let eps = pool(2);
+        for _ in 0..CONSECUTIVE_FAILURES {
+            eps[0].report_failure(&eps, "p");
+        }
+        for _ in 0..CONSECUTIVE_FAILURES * 3 {
+            eps[1].report_failure(&eps, "p");
+        }
+        assert!(!eps[0].is_available());
+        assert!(eps[1].is_available(), "the second of two would exceed 50%");
+
+        let single = pool(1);
+        for _ in 0..CONSECUTIVE_FAILURES {
+            single[0].report_failure(&single, "p");
+        }
+        assert!(
+            !single[0].is_available(),
+            "a single endpoint can be ejected"
+        );
+    }
+
+    #[test]
+    fn ejection_expires() {
+        let eps = pool(1);
+        eps[0].health.mark_down(Duration::from_millis(30));
+        assert!(!eps[0].is_available());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(eps[0].is_available());
     }
 }

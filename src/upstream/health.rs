@@ -5,14 +5,9 @@
 //! of a large pool; a single-endpoint pool can still lose its endpoint, and then
 //! `routing.fallback` decides.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-use tracing::warn;
-
-use super::active::ActiveState;
-use super::endpoint::Endpoint;
 
 /// Consecutive failures that eject an endpoint.
 pub const CONSECUTIVE_FAILURES: u32 = 5;
@@ -23,13 +18,54 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 /// At most this share of a pool's endpoints is ejected at once (at least one may be).
 pub const MAX_EJECTED_PERCENT: usize = 50;
 
-/// Health state of one endpoint; its passive down-until time lives on the endpoint.
+/// Health state of one endpoint: passive (its failure streak, how often it was
+/// ejected, until when) and active (the checks' verdict).
 #[derive(Debug, Default)]
 pub(super) struct Health {
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
+    /// Ejected until this instant, on the [`now_millis`] clock.
+    down_until: AtomicU64,
     /// Active checks' verdict.
     pub(super) active: ActiveState,
+}
+
+impl Health {
+    /// Neither ejected by passive health nor marked down by active checks.
+    pub(super) fn is_up(&self) -> bool {
+        !self.active.down.load(Ordering::Relaxed)
+            && self.down_until.load(Ordering::Relaxed) <= now_millis()
+    }
+
+    /// A request went well: the failure streak ends.
+    pub(super) fn succeeded(&self) {
+        // Read first: on the hot path the streak is nearly always 0 already, and a load
+        // does not take the cache line away from other cores.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request failed; returns the streak, this one included.
+    pub(super) fn failed(&self) -> u32 {
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Ejects the endpoint, for longer each time; returns for how long.
+    pub(super) fn eject(&self) -> Duration {
+        let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let duration = (BASE_EJECTION * times).min(MAX_EJECTION);
+        self.mark_down(duration);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        duration
+    }
+
+    /// Marks the endpoint down for `duration` from now.
+    pub(super) fn mark_down(&self, duration: Duration) {
+        let until =
+            now_millis().saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        self.down_until.store(until, Ordering::Relaxed);
+    }
 }
 
 /// Milliseconds on a process-wide monotonic clock, for lock-free down-until stamps.
@@ -41,114 +77,57 @@ pub fn now_millis() -> u64 {
         .max(1)
 }
 
-/// Records a request that went well: the failure streak ends.
-pub fn report_success(endpoint: &Endpoint) {
-    // Read first: on the hot path the streak is nearly always 0 already, and a load
-    // does not take the cache line away from other cores.
-    if endpoint.health.consecutive_failures.load(Ordering::Relaxed) != 0 {
-        endpoint
-            .health
-            .consecutive_failures
-            .store(0, Ordering::Relaxed);
-    }
+/// A pool's `health_check`: an HTTP GET of `path` every `interval`; a 2xx or 3xx
+/// within `timeout` passes. `fall` failures in a row mark the endpoint down, `rise`
+/// passes mark it up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
 }
 
-/// Records a failed request; ejects the endpoint when its streak reaches the limit and
-/// the pool may lose one more endpoint. Returns whether it was ejected.
-pub fn report_failure(endpoint: &Endpoint, pool: &[Arc<Endpoint>], pool_name: &str) -> bool {
-    let streak = endpoint
-        .health
-        .consecutive_failures
-        .fetch_add(1, Ordering::Relaxed)
-        + 1;
-    if streak < CONSECUTIVE_FAILURES || !endpoint.is_available() {
-        return false;
-    }
-    let ejected = pool.iter().filter(|e| !e.is_available()).count();
-    if ejected > 0 && (ejected + 1) * 100 > pool.len() * MAX_EJECTED_PERCENT {
-        return false;
-    }
-    let times = endpoint.health.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-    let duration = (BASE_EJECTION * times).min(MAX_EJECTION);
-    mark_down(endpoint, duration);
-    endpoint
-        .health
-        .consecutive_failures
-        .store(0, Ordering::Relaxed);
-    warn!(
-        pool = pool_name,
-        endpoint = &*endpoint.address,
-        streak,
-        ?duration,
-        "endpoint ejected"
-    );
-    true
+/// One endpoint's active-check state.
+#[derive(Debug, Default)]
+pub(super) struct ActiveState {
+    pub(super) down: AtomicBool,
+    passes: AtomicU32,
+    failures: AtomicU32,
+    /// When the next probe is due (process-clock milliseconds).
+    next_probe: AtomicU64,
 }
 
-/// Marks an endpoint down for `duration` from now.
-pub fn mark_down(endpoint: &Endpoint, duration: Duration) {
-    let until =
-        now_millis().saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
-    endpoint.down_until.store(until, Ordering::Relaxed);
-}
+impl ActiveState {
+    /// Claims the probe that is due now, if one is: only one caller wins it.
+    pub(super) fn claim(&self, now: u64, interval: Duration) -> bool {
+        let due = self.next_probe.load(Ordering::Relaxed);
+        let next = now + u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        due <= now
+            && self
+                .next_probe
+                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(n: usize) -> Vec<Arc<Endpoint>> {
-        (0..n)
-            .map(|i| {
-                let address = format!("127.0.0.1:{}", 1000 + i);
-                Arc::new(Endpoint::new(&address, address.parse().unwrap()))
+    /// Counts a probe result; returns the new state when it changed (`true`: down).
+    pub(super) fn record(&self, passed: bool, check: &HealthCheck) -> Option<bool> {
+        let down = self.down.load(Ordering::Relaxed);
+        if passed {
+            self.failures.store(0, Ordering::Relaxed);
+            let passes = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
+            (down && passes >= check.rise).then(|| {
+                self.down.store(false, Ordering::Relaxed);
+                false
             })
-            .collect()
-    }
-
-    #[test]
-    fn consecutive_failures_eject_and_success_resets_the_streak() {
-        let eps = pool(2);
-        for _ in 0..CONSECUTIVE_FAILURES - 1 {
-            assert!(!report_failure(&eps[0], &eps, "p"));
+        } else {
+            self.passes.store(0, Ordering::Relaxed);
+            let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            (!down && failures >= check.fall).then(|| {
+                self.down.store(true, Ordering::Relaxed);
+                true
+            })
         }
-        report_success(&eps[0]);
-        for _ in 0..CONSECUTIVE_FAILURES - 1 {
-            assert!(!report_failure(&eps[0], &eps, "p"));
-        }
-        assert!(eps[0].is_available());
-        assert!(report_failure(&eps[0], &eps, "p"));
-        assert!(!eps[0].is_available());
-        assert!(eps[1].is_available());
-    }
-
-    #[test]
-    fn at_most_half_the_pool_is_ejected_but_one_always_may_be() {
-        let eps = pool(2);
-        for _ in 0..CONSECUTIVE_FAILURES {
-            report_failure(&eps[0], &eps, "p");
-        }
-        for _ in 0..CONSECUTIVE_FAILURES * 3 {
-            report_failure(&eps[1], &eps, "p");
-        }
-        assert!(!eps[0].is_available());
-        assert!(eps[1].is_available(), "the second of two would exceed 50%");
-
-        let single = pool(1);
-        for _ in 0..CONSECUTIVE_FAILURES {
-            report_failure(&single[0], &single, "p");
-        }
-        assert!(
-            !single[0].is_available(),
-            "a single endpoint can be ejected"
-        );
-    }
-
-    #[test]
-    fn ejection_expires() {
-        let eps = pool(1);
-        mark_down(&eps[0], Duration::from_millis(30));
-        assert!(!eps[0].is_available());
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(eps[0].is_available());
     }
 }

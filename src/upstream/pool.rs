@@ -7,8 +7,7 @@ use http::HeaderValue;
 
 use super::balance::Balancer;
 use super::endpoint::{Endpoint, InFlight};
-use super::health;
-use crate::config::model::HealthCheck;
+use super::health::HealthCheck;
 use crate::metrics::PoolMetrics;
 
 #[derive(Debug)]
@@ -57,9 +56,9 @@ impl Pool {
     /// Feeds a request's outcome to passive health.
     pub fn report(&self, endpoint: &Endpoint, success: bool) {
         if success {
-            health::report_success(endpoint);
+            endpoint.report_success();
         } else {
-            health::report_failure(endpoint, &self.endpoints, &self.name);
+            endpoint.report_failure(&self.endpoints, &self.name);
         }
     }
 
