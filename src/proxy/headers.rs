@@ -4,7 +4,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Uri};
-use http::Version;
+use http::{StatusCode, Version};
 
 use super::ClientConnection;
 use crate::h1::head::strip_hop_by_hop;
@@ -131,6 +131,26 @@ fn is_host_and_port(text: &[u8]) -> bool {
         [] => true,
         [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
         _ => false,
+    }
+}
+
+/// Makes an upstream answer's framing the gateway's own, whichever way it goes to the
+/// client (the own HTTP/1.1 loop, hyper's HTTP/1.1, HTTP/2, TLS). Its `Content-Length`
+/// lines are dropped: the client is told the length the body will deliver (hyper and
+/// the own loop take it from the body's exact size, and a body never yields more than
+/// its framing allowed). Only an answer to HEAD and a 304 keep theirs, since it
+/// describes another answer's body: folded to one value, or dropped if the lines are
+/// malformed or disagree (`5, 6`). `Transfer-Encoding` never reaches this far.
+pub fn frame_for_client(headers: &mut HeaderMap, status: StatusCode, head_only: bool) {
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        return;
+    }
+    let described = (head_only || status == StatusCode::NOT_MODIFIED)
+        .then(|| crate::h1::head::content_length(headers).ok().flatten())
+        .flatten();
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(length) = described {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
 }
 

@@ -308,6 +308,7 @@ async fn forward(
 
     // Phase 3: the upstream request.
     let (mut head, body) = request.into_parts();
+    let head_only = head.method == Method::HEAD;
     let upgrade = upgrade::take(&mut head);
     let pool = snapshot.pool(decision);
     let extra = headers::to_upstream(
@@ -370,7 +371,10 @@ async fn forward(
                 .map(|body| ResponseBody::upstream(body, snapshot.settings.request_timeout)));
         }
     }
-    // The upstream client has already dropped the response's hop-by-hop headers.
+    // The upstream client has already dropped the response's hop-by-hop headers. The
+    // length a client is told is the gateway's own, on every client path.
+    let status = response.status();
+    headers::frame_for_client(response.headers_mut(), status, head_only);
     Ok(response.map(|body| ResponseBody::upstream(body, snapshot.settings.request_timeout)))
 }
 
