@@ -91,9 +91,13 @@ enum Command {
             conflicts_with = "config"
         )]
         admin: String,
-        /// Read the admin address from this config file instead.
+        /// Read the admin address (and `server.admin_token`) from this config file instead.
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
+        /// The bearer token for `server.admin_token`; else `GRAYGATE_ADMIN_TOKEN`, else
+        /// the token in `--config`. Prefer the variable: arguments show in `ps`.
+        #[arg(long, global = true, value_name = "TOKEN")]
+        token: Option<String>,
     },
 }
 
@@ -143,9 +147,10 @@ pub fn main() -> ExitCode {
                 action,
                 admin,
                 config,
+                token,
             }),
             _,
-        ) => rollout(action, &admin, config.as_deref()),
+        ) => rollout(action, &admin, config.as_deref(), token),
         (None, None) => {
             let _ = Cli::command().print_help();
             eprintln!("\nerror: give a command, or --config PATH to run");
@@ -258,19 +263,35 @@ fn with_saved_rollout(snapshot: Snapshot) -> (Snapshot, String) {
     (snapshot.with_rollout(tap), source)
 }
 
+/// The variable `graygate rollout` takes the admin token from, after `--token`.
+const TOKEN_VARIABLE: &str = "GRAYGATE_ADMIN_TOKEN";
+
 /// `graygate rollout ACTION`: one request to the admin listener; its JSON on stdout.
-/// Exit 0 on 200, 1 otherwise (the answer's error on stderr).
-fn rollout(action: RolloutCommand, admin: &str, config: Option<&Path>) -> ExitCode {
-    let admin = match config {
+/// Exit 0 on 200, 1 otherwise (the answer's error on stderr). The token, if any:
+/// `--token`, else `GRAYGATE_ADMIN_TOKEN`, else `server.admin_token` of `--config`.
+fn rollout(
+    action: RolloutCommand,
+    admin: &str,
+    config: Option<&Path>,
+    token: Option<String>,
+) -> ExitCode {
+    let (admin, configured_token) = match config {
         Some(path) => match config::Source::read(path).and_then(|s| config::parse(&s)) {
-            Ok(file) => file.server.admin_listen.to_string(),
+            Ok(file) => (
+                file.server.admin_listen.to_string(),
+                file.server.admin_token.map(|t| t.0),
+            ),
             Err(errors) => {
                 report(&errors);
                 return ExitCode::from(1);
             }
         },
-        None => admin.to_string(),
+        None => (admin.to_string(), None),
     };
+    let token = token
+        .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
+        .filter(|t| !t.is_empty())
+        .or(configured_token);
     let (method, path) = match action {
         RolloutCommand::Status => ("GET", "/admin/rollout"),
         RolloutCommand::Pause => ("POST", "/admin/rollout/pause"),
@@ -281,7 +302,9 @@ fn rollout(action: RolloutCommand, admin: &str, config: Option<&Path>) -> ExitCo
     };
     let answer = with_control_runtime(async move {
         let timeout = std::time::Duration::from_secs(10);
-        match crate::control::client::request(&admin, method, path, timeout).await {
+        let token = token.as_deref();
+        match crate::control::client::request_with_token(&admin, method, path, token, timeout).await
+        {
             Ok((200, body)) => {
                 print_out(body.trim_end());
                 ExitCode::SUCCESS
@@ -291,7 +314,13 @@ fn rollout(action: RolloutCommand, admin: &str, config: Option<&Path>) -> ExitCo
                     .ok()
                     .and_then(|v| v["error"].as_str().map(str::to_string))
                     .unwrap_or(body);
-                eprintln!("graygate rollout: {status}: {}", message.trim_end());
+                let hint = match (status, token) {
+                    (401, None) => {
+                        format!(" (give the token with {TOKEN_VARIABLE}, --token or --config)")
+                    }
+                    _ => String::new(),
+                };
+                eprintln!("graygate rollout: {status}: {}{hint}", message.trim_end());
                 ExitCode::from(1)
             }
             Err(err) => {
@@ -343,10 +372,11 @@ fn run(path: PathBuf, role: Role) -> ExitCode {
         drop(snapshot);
         return with_control_runtime(control_plane_only(reloader));
     }
-    let (workers, listen, admin_listen) = (
+    let (workers, listen, admin_listen, metrics_listen) = (
         snapshot.file.server.workers,
         snapshot.file.server.listen,
         snapshot.file.server.admin_listen,
+        snapshot.file.server.metrics_listen,
     );
     let settings = ServerSettings::from_config(&snapshot.file);
     let tls_listen = snapshot.file.server.tls.as_ref().map(|tls| tls.listen);
@@ -360,28 +390,20 @@ fn run(path: PathBuf, role: Role) -> ExitCode {
     with_control_runtime(async move {
         let plain = match workers::bind(listen, workers) {
             Ok(listeners) => listeners,
-            Err(err) => {
-                error!(%listen, error = %err, "cannot listen");
-                return ExitCode::from(1);
-            }
-        };
-        let admin_listener = match TcpListener::bind(admin_listen).await {
-            Ok(admin) => admin,
-            Err(err) => {
-                error!(%admin_listen, error = %err, "cannot listen (admin)");
-                return ExitCode::from(1);
-            }
+            Err(err) => return cannot_listen("server.listen", listen, &err),
         };
         let tls = match tls_listen {
             None => None,
             Some(address) => match workers::bind(address, workers) {
                 Ok(listeners) => Some(listeners),
-                Err(err) => {
-                    error!(%address, error = %err, "cannot listen (TLS)");
-                    return ExitCode::from(1);
-                }
+                Err(err) => return cannot_listen("server.tls.listen", address, &err),
             },
         };
+        let (admin_listener, metrics_listener) =
+            match bind_control(admin_listen, metrics_listen).await {
+                Ok(listeners) => listeners,
+                Err(code) => return code,
+            };
         let (trigger, shutdown) = shutdown::channel();
         let background = (
             shutdown::on_signals(trigger),
@@ -403,12 +425,8 @@ fn run(path: PathBuf, role: Role) -> ExitCode {
                 return ExitCode::from(1);
             }
         }
-        let admin_address = admin_listener.local_addr().unwrap_or(admin_listen);
-        tokio::spawn(admin::serve(
-            admin_listener,
-            Arc::clone(&reloader),
-            shutdown.clone(),
-        ));
+        let (admin_address, metrics_address) =
+            serve_control(admin_listener, metrics_listener, &reloader, &shutdown);
         let live = Arc::clone(reloader.live());
         tokio::spawn(active::run(
             move || Arc::clone(&live.load().pools),
@@ -442,6 +460,7 @@ fn run(path: PathBuf, role: Role) -> ExitCode {
         info!(
             listen = %listen_address,
             admin = %admin_address,
+            metrics = metrics_address.map(|a| a.to_string()),
             tls = tls_address.map(|a| a.to_string()),
             workers,
             "graygate serving"
@@ -456,13 +475,17 @@ fn run(path: PathBuf, role: Role) -> ExitCode {
 /// `graygate controller`: signals, reloads, the watcher, the admin listener and the
 /// rollout's clock, until SIGTERM.
 async fn control_plane_only(reloader: Arc<Reloader>) -> ExitCode {
-    let admin_listen = reloader.live().load().file.server.admin_listen;
-    let admin_listener = match TcpListener::bind(admin_listen).await {
-        Ok(admin) => admin,
-        Err(err) => {
-            error!(%admin_listen, error = %err, "cannot listen (admin)");
-            return ExitCode::from(1);
-        }
+    let (admin_listen, metrics_listen) = {
+        let snapshot = reloader.live().load();
+        (
+            snapshot.file.server.admin_listen,
+            snapshot.file.server.metrics_listen,
+        )
+    };
+    let (admin_listener, metrics_listener) = match bind_control(admin_listen, metrics_listen).await
+    {
+        Ok(listeners) => listeners,
+        Err(code) => return code,
     };
     let (trigger, mut shutdown) = shutdown::channel();
     match (
@@ -480,19 +503,81 @@ async fn control_plane_only(reloader: Arc<Reloader>) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let admin_address = admin_listener.local_addr().unwrap_or(admin_listen);
-    tokio::spawn(admin::serve(
-        admin_listener,
-        Arc::clone(&reloader),
-        shutdown.clone(),
-    ));
+    let (admin_address, metrics_address) =
+        serve_control(admin_listener, metrics_listener, &reloader, &shutdown);
     tokio::spawn(control::rollout::run(
         Arc::clone(&reloader),
         shutdown.clone(),
     ));
-    info!(admin = %admin_address, "graygate controller serving");
+    info!(
+        admin = %admin_address,
+        metrics = metrics_address.map(|a| a.to_string()),
+        "graygate controller serving"
+    );
     shutdown.wait().await;
     ExitCode::SUCCESS
+}
+
+/// Logs why `address` (the config's `key`) cannot be listened on; exit code 1. An
+/// address in use is another process's, since graygate's own sockets share a port
+/// only among its workers.
+fn cannot_listen(key: &str, address: SocketAddr, err: &std::io::Error) -> ExitCode {
+    let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
+        ": another process already listens there (another graygate?)"
+    } else {
+        ""
+    };
+    error!(%address, "cannot listen on {address} ({key}): {err}{hint}");
+    ExitCode::from(1)
+}
+
+/// Binds the admin listener and the metrics listener, if any: plain sockets, without
+/// `SO_REUSEPORT`, so an address in use fails here.
+async fn bind_control(
+    admin: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> Result<(TcpListener, Option<TcpListener>), ExitCode> {
+    let admin = TcpListener::bind(admin)
+        .await
+        .map_err(|err| cannot_listen("server.admin_listen", admin, &err))?;
+    let metrics = match metrics {
+        None => None,
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|err| cannot_listen("server.metrics_listen", address, &err))?,
+        ),
+    };
+    Ok((admin, metrics))
+}
+
+/// Spawns the admin and metrics listeners; their bound addresses.
+fn serve_control(
+    admin: TcpListener,
+    metrics: Option<TcpListener>,
+    reloader: &Arc<Reloader>,
+    shutdown: &shutdown::Shutdown,
+) -> (SocketAddr, Option<SocketAddr>) {
+    let admin_address = admin.local_addr().expect("a bound listener has an address");
+    tokio::spawn(admin::serve(
+        admin,
+        admin::Scope::Admin,
+        Arc::clone(reloader),
+        shutdown.clone(),
+    ));
+    let metrics_address = metrics.map(|listener| {
+        let address = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        tokio::spawn(admin::serve(
+            listener,
+            admin::Scope::Metrics,
+            Arc::clone(reloader),
+            shutdown.clone(),
+        ));
+        address
+    });
+    (admin_address, metrics_address)
 }
 
 /// The main thread's runtime, for the control plane.

@@ -23,26 +23,38 @@ use crate::upstream;
 /// Pending connections the kernel queues per listening socket (tokio's own default).
 const BACKLOG: u32 = 1024;
 
-/// Binds `count` listening sockets to `address`, the first one deciding the port when
-/// `address` asks for port 0. Call within a runtime; the sockets come back detached
-/// from it, for the workers to take.
+/// Binds `count` listening sockets to `address`. Call within a runtime; the sockets
+/// come back detached from it, for the workers to take.
+///
+/// `SO_REUSEPORT` would let a second process, a second graygate with another config
+/// say, bind the same address silently and take half of the connections. So a probe
+/// without it binds first: it fails with `EADDRINUSE` while anything listens there,
+/// as nginx's bind does. The probe stays bound (not listening) while the workers bind,
+/// so port 0 resolves to one port, the probe's, that nothing listened on; then it is
+/// dropped. (`SO_REUSEADDR` on the probe and the workers lets a restart bind over its
+/// predecessor's connections in TIME_WAIT, never over a listener.)
 pub fn bind(address: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let mut address = address;
-    let mut listeners = Vec::with_capacity(count);
-    for _ in 0..count {
+    let socket = |address: SocketAddr| -> io::Result<TcpSocket> {
         let socket = match address {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
         };
         socket.set_reuseaddr(true)?;
+        Ok(socket)
+    };
+    let probe = socket(address)?;
+    probe.bind(address)?;
+    let address = probe.local_addr()?;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = socket(address)?;
         if count > 1 {
             socket.set_reuseport(true)?;
         }
         socket.bind(address)?;
-        let listener = socket.listen(BACKLOG)?;
-        address = listener.local_addr()?;
-        listeners.push(listener.into_std()?);
+        listeners.push(socket.listen(BACKLOG)?.into_std()?);
     }
+    drop(probe);
     Ok(listeners)
 }
 

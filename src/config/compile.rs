@@ -262,8 +262,40 @@ impl Compiler<'_> {
 
     fn server(&mut self, server: &model::Server) {
         let path = KeyPath::root().key("server");
-        if server.listen == server.admin_listen && server.listen.port() != 0 {
-            self.error(path.key("admin_listen"), "must differ from server.listen");
+        // Each listener against those above it, so one clash is one error.
+        let mut listeners = vec![("server.listen", server.listen, path.key("listen"))];
+        if let Some(tls) = &server.tls {
+            let key = path.key("tls").key("listen");
+            listeners.push(("server.tls.listen", tls.listen, key));
+        }
+        listeners.push((
+            "server.admin_listen",
+            server.admin_listen,
+            path.key("admin_listen"),
+        ));
+        if let Some(metrics) = server.metrics_listen {
+            listeners.push(("server.metrics_listen", metrics, path.key("metrics_listen")));
+        }
+        for (i, (_, address, key)) in listeners.iter().enumerate() {
+            if let Some((other, other_address, _)) = listeners[..i]
+                .iter()
+                .find(|(_, other, _)| share_a_port(*address, *other))
+            {
+                let message = if address == other_address {
+                    format!("must differ from {other}")
+                } else {
+                    format!(
+                        "must differ from {other} ({other_address}): they share port {}",
+                        address.port()
+                    )
+                };
+                self.error(key.clone(), message);
+            }
+        }
+        if let Some(token) = &server.admin_token {
+            if let Err(why) = check_admin_token(token.as_str()) {
+                self.error(path.key("admin_token"), why);
+            }
         }
         if server.workers > 1024 {
             self.error(
@@ -860,6 +892,40 @@ impl Compiler<'_> {
         }
         Some(Condition::Ua(mask))
     }
+}
+
+/// Whether two listeners would take the same port: the same address, or a wildcard and
+/// an address it covers (`[::]` takes IPv4 too, as Linux binds it dual-stack). Port 0
+/// is a fresh port each time, never a clash.
+fn share_a_port(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let covers = |wild: std::net::IpAddr, other: std::net::IpAddr| {
+        wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4())
+    };
+    a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip())
+}
+
+/// A bearer token goes in a header as is: printable ASCII without spaces. The message
+/// never repeats the token.
+fn check_admin_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("must not be empty; remove the key to leave the admin API open".into());
+    }
+    if let Some(c) = token.chars().find(|c| !c.is_ascii_graphic()) {
+        let what = if c.is_whitespace() {
+            "whitespace"
+        } else if c.is_control() {
+            "a control character"
+        } else {
+            "a character outside printable ASCII"
+        };
+        return Err(format!(
+            "has {what}: a bearer token is printable ASCII without spaces"
+        ));
+    }
+    Ok(())
 }
 
 /// Pool, rule and class names become metric labels and header values: keep them plain.

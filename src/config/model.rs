@@ -205,6 +205,14 @@ pub struct Server {
     pub listen: SocketAddr,
     #[serde(default = "defaults::admin_listen")]
     pub admin_listen: SocketAddr,
+    /// A second control listener that serves only `/metrics`, `/healthz` and `/readyz`,
+    /// for a scraper on the pod IP while the admin API stays on loopback. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// When set, `POST`s on the admin listener and `GET /admin/config` need
+    /// `Authorization: Bearer <token>`. Read on every reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<AdminToken>,
     /// Runtime worker threads; 0 means one per core.
     #[serde(default)]
     pub workers: usize,
@@ -227,11 +235,31 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// `server.admin_token`: serialized as is (the config's fingerprint must see a new
+/// token), never printed by `Debug`; `/admin/config` redacts it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct AdminToken(pub String);
+
+impl AdminToken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
 impl Default for Server {
     fn default() -> Self {
         Server {
             listen: defaults::listen(),
             admin_listen: defaults::admin_listen(),
+            metrics_listen: None,
+            admin_token: None,
             workers: 0,
             shutdown_timeout: defaults::shutdown_timeout(),
             tls: None,

@@ -13,20 +13,36 @@
 //! | `GET /admin/mirror` | each mirror's counts and its latest differences |
 //! | `POST /admin/rollout/{pause,resume,promote,abort}` | 200 with the new state; 409 when it does not apply; 404 without a rollout |
 //!
-//! Other paths get 404; other methods on these paths get 405.
+//! Other paths get 404; other methods on these paths get 405. With
+//! `server.admin_token`, every `POST` and `/admin/config` need
+//! `Authorization: Bearer <token>` (else 401). `server.metrics_listen` serves the
+//! first three endpoints alone ([`Scope::Metrics`]).
+//!
+//! Each listener is bounded: [`MAX_CONNECTIONS`] connections (more wait in the accept
+//! queue), `limits.header_read_timeout` for every request head, [`MAX_HEAD_BYTES`] of
+//! head (431 beyond), [`MAX_BODY_BYTES`] of declared body (413 beyond; no endpoint
+//! reads one), and a tower stack around the router: [`MAX_IN_FLIGHT`] requests answered
+//! at once (503 beyond, at once) and [`ANSWER_TIMEOUT`] for each answer (503 after).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, ALLOW, CONTENT_TYPE};
+use http::header::{
+    ACCEPT, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::{BoxError, ServiceBuilder};
 use tracing::{debug, warn};
 
 use super::reload::{Outcome, Reloader, RolloutAction};
@@ -37,45 +53,182 @@ use crate::shutdown::Shutdown;
 
 type AdminResponse = Response<Full<Bytes>>;
 
-/// Serves the admin endpoints until shutdown.
-pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, mut shutdown: Shutdown) {
-    if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
-        warn!(address = ?listener.local_addr(), "the admin listener is reachable beyond loopback; it can reload the config");
+/// Connections one control listener holds at once; further ones wait in the accept
+/// queue until one closes (an idle one within `limits.header_read_timeout`).
+pub const MAX_CONNECTIONS: usize = 64;
+/// Requests one control listener answers at once; beyond, 503 at once.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// The longest an answer may take (a reload reading large whitelists); 503 after.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request head's bytes (hyper's least read buffer is 8 KiB); 431 beyond.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// A declared request body's bytes; 413 beyond. No endpoint reads a body.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// What a control listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `server.admin_listen`: every endpoint.
+    Admin,
+    /// `server.metrics_listen`: `/metrics`, `/healthz` and `/readyz`; the rest is 404.
+    Metrics,
+}
+
+/// Serves the control endpoints of `scope` until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    scope: Scope,
+    reloader: Arc<Reloader>,
+    mut shutdown: Shutdown,
+) {
+    let snapshot = reloader.live().load();
+    let header_read_timeout = snapshot.file.limits.header_read_timeout;
+    let open = snapshot.file.server.admin_token.is_none();
+    drop(snapshot);
+    if scope == Scope::Admin && open && listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+        warn!(
+            address = ?listener.local_addr(),
+            "the admin listener is reachable beyond loopback and server.admin_token is not set: anyone who reaches it can reload the config and steer the rollout"
+        );
     }
+    let router = {
+        let reloader = Arc::clone(&reloader);
+        tower::service_fn(move |request: Request<Incoming>| {
+            let reloader = Arc::clone(&reloader);
+            async move { Ok::<_, Infallible>(route(&reloader, scope, request).await) }
+        })
+    };
+    let service = bounded(router, MAX_IN_FLIGHT, ANSWER_TIMEOUT);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = shutdown.wait() => return,
+        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     warn!(error = %err, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.wait() => return,
         };
-        let reloader = Arc::clone(&reloader);
-        let service = service_fn(move |request| {
-            let reloader = Arc::clone(&reloader);
-            async move { Ok::<_, Infallible>(route(&reloader, request).await) }
-        });
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service.clone()),
+        );
         tokio::spawn(async move {
-            if let Err(err) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(err) = connection.await {
                 debug!(%remote, error = %err, "admin connection ended with an error");
             }
+            drop(slot);
         });
     }
 }
 
-async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminResponse {
+/// `inner` behind the admin listener's tower stack: at most `in_flight` requests at
+/// once, shed with 503 beyond, and each answer within `timeout`, else 503. Its error
+/// type is tower's, as `map_result` needs, but every error becomes an answer.
+fn bounded<S, B>(
+    inner: S,
+    in_flight: usize,
+    timeout: Duration,
+) -> impl tower::Service<
+    Request<B>,
+    Response = AdminResponse,
+    Error = BoxError,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static
+where
+    S: tower::Service<Request<B>, Response = AdminResponse, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    ServiceBuilder::new()
+        .map_result(answer_failure)
+        .load_shed()
+        .concurrency_limit(in_flight)
+        .timeout(timeout)
+        .service(inner)
+}
+
+/// The tower stack's own errors, as answers.
+fn answer_failure(result: Result<AdminResponse, BoxError>) -> Result<AdminResponse, BoxError> {
+    let err = match result {
+        Ok(response) => return Ok(response),
+        Err(err) => err,
+    };
+    let mut response = if err.is::<tower::load_shed::error::Overloaded>() {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "503 overloaded: this listener answers at most {MAX_IN_FLIGHT} requests at once\n"
+            ),
+        )
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "503 timed out: the answer took longer than {}\n",
+                humantime::format_duration(ANSWER_TIMEOUT)
+            ),
+        )
+    } else {
+        warn!(error = %err, "admin request failed");
+        text(StatusCode::INTERNAL_SERVER_ERROR, "500 internal error\n")
+    };
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    Ok(response)
+}
+
+async fn route(
+    reloader: &Arc<Reloader>,
+    scope: Scope,
+    request: Request<Incoming>,
+) -> AdminResponse {
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        let mut response = text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "413 payload too large: admin requests carry no body\n",
+        );
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
     match request.uri().path() {
-        "/metrics" if read => metrics(reloader, request.headers()),
-        "/healthz" if read => text(StatusCode::OK, "ok\n"),
-        "/readyz" if read => readiness(reloader),
+        "/metrics" if read => return metrics(reloader, request.headers()),
+        "/healthz" if read => return text(StatusCode::OK, "ok\n"),
+        "/readyz" if read => return readiness(reloader),
+        "/metrics" | "/healthz" | "/readyz" => return method_not_allowed("GET, HEAD"),
+        _ if scope == Scope::Metrics => return not_found(),
+        _ => {}
+    }
+    if request.method() == Method::POST || request.uri().path() == "/admin/config" {
+        if let Some(denied) = unauthorized(reloader, request.headers()) {
+            return denied;
+        }
+    }
+    match request.uri().path() {
         "/admin/config" if read => config(reloader),
         "/admin/explain" if read => explain(reloader, request.uri().query().unwrap_or("")),
         "/admin/reload" if request.method() == Method::POST => reload(reloader).await,
@@ -90,10 +243,7 @@ async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminRes
         {
             rollout_action(reloader, request.uri()).await
         }
-        "/metrics"
-        | "/healthz"
-        | "/readyz"
-        | "/admin/config"
+        "/admin/config"
         | "/admin/explain"
         | "/admin/rollout"
         | "/admin/rollout/state"
@@ -103,8 +253,52 @@ async fn route(reloader: &Arc<Reloader>, request: Request<Incoming>) -> AdminRes
         | "/admin/rollout/resume"
         | "/admin/rollout/promote"
         | "/admin/rollout/abort" => method_not_allowed("POST"),
-        _ => text(StatusCode::NOT_FOUND, "404 not found\n"),
+        _ => not_found(),
     }
+}
+
+/// With `server.admin_token` (as of the live config), the request must carry
+/// `Authorization: Bearer <token>`: `None` lets it in, else the 401 answer with
+/// `WWW-Authenticate: Bearer`.
+fn unauthorized(reloader: &Reloader, headers: &HeaderMap) -> Option<AdminResponse> {
+    let snapshot = reloader.live().load();
+    let token = snapshot.file.server.admin_token.as_ref()?;
+    let (challenge, message) = match bearer(headers) {
+        Some(given) if same_secret(given, token.as_str().as_bytes()) => return None,
+        Some(_) => (
+            r#"Bearer realm="graygate", error="invalid_token""#,
+            "the bearer token is not server.admin_token",
+        ),
+        None => (
+            r#"Bearer realm="graygate""#,
+            "this endpoint needs Authorization: Bearer <server.admin_token>",
+        ),
+    };
+    let mut response = json_response(StatusCode::UNAUTHORIZED, &json!({ "error": message }));
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    Some(response)
+}
+
+/// The credentials of `Authorization: Bearer <token>` (the scheme in any case).
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, credentials) = value.split_at(space);
+    let credentials = credentials.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
+/// Compares the digests, byte by byte without an early exit, so the time taken says
+/// nothing about how much of a guess was right (nor its length).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let (given, expected) = (Sha256::digest(given), Sha256::digest(expected));
+    let difference = given
+        .iter()
+        .zip(expected.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(difference) == 0
 }
 
 fn metrics(reloader: &Reloader, headers: &HeaderMap) -> AdminResponse {
@@ -147,9 +341,19 @@ fn config(reloader: &Reloader) -> AdminResponse {
             "sha256": origin.sha256,
             "path": reloader.path(),
             "last_error": reloader.last_error(),
-            "config": &*snapshot.file,
+            "config": redacted(&snapshot.file),
         }),
     )
+}
+
+/// The effective config with `server.admin_token` replaced, so that reading the config
+/// never hands out the token.
+fn redacted(file: &crate::config::ConfigFile) -> serde_json::Value {
+    let mut value = serde_json::to_value(file).expect("the config serializes");
+    if let Some(token) = value.pointer_mut("/server/admin_token") {
+        *token = json!("<redacted>");
+    }
+    value
 }
 
 /// `?header=name:value` (repeatable) and `?path=/x?q=1`, the same request view
@@ -312,7 +516,15 @@ fn method_not_allowed(allow: &'static str) -> AdminResponse {
     response
 }
 
+fn not_found() -> AdminResponse {
+    text(StatusCode::NOT_FOUND, "404 not found\n")
+}
+
 fn text(status: StatusCode, body: &'static str) -> AdminResponse {
+    plain(status, body)
+}
+
+fn plain(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
     respond(status, "text/plain; charset=utf-8", body)
 }
 
@@ -333,4 +545,78 @@ fn respond(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// A router that takes `delay` to answer 200.
+    fn slow(
+        delay: Duration,
+    ) -> impl tower::Service<
+        Request<()>,
+        Response = AdminResponse,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+           + Send
+           + 'static {
+        tower::service_fn(move |_: Request<()>| async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, Infallible>(text(StatusCode::OK, "ok\n"))
+        })
+    }
+
+    async fn body(response: AdminResponse) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_limit_are_shed_with_503() {
+        let service = bounded(slow(Duration::from_millis(300)), 1, Duration::from_secs(5));
+        let first = tokio::spawn(service.clone().oneshot(Request::new(())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let shed = service.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()[RETRY_AFTER], "1");
+        assert!(body(shed).await.contains("overloaded"));
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        // The slot is free again.
+        let again = service.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_timeout_is_503() {
+        let service = bounded(slow(Duration::from_secs(2)), 4, Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let late = service.oneshot(Request::new(())).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(late).await.contains("timed out"));
+    }
+
+    #[test]
+    fn bearer_credentials_and_their_comparison() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, HeaderValue::from_static(value));
+            headers
+        };
+        assert_eq!(bearer(&with("Bearer abc")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&with("bEaReR   abc ")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&with("Basic abc")), None);
+        assert_eq!(bearer(&with("Bearer")), None);
+        assert_eq!(bearer(&with("Bearer ")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"abc"));
+    }
 }

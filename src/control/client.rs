@@ -22,6 +22,17 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    request_with_token(authority, method, path, None, timeout).await
+}
+
+/// [`request`] with `Authorization: Bearer <token>` when a token is given.
+pub async fn request_with_token(
+    authority: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let exchange = async {
         let stream = TcpStream::connect(authority)
             .await
@@ -30,10 +41,17 @@ pub async fn request(
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, authority)
+            .header(http::header::HOST, authority);
+        if let Some(token) = token {
+            let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "the admin token is not a valid header value".to_string())?;
+            value.set_sensitive(true);
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+        let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let response = sender

@@ -37,6 +37,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The metrics listener, when `server.metrics_listen` is set.
+    pub metrics: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
@@ -82,7 +84,7 @@ impl Gateway {
                 }
             }
         });
-        let (addr, admin) = match rx.recv_timeout(STEP) {
+        let (addr, admin, metrics) = match rx.recv_timeout(STEP) {
             Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
@@ -97,6 +99,7 @@ impl Gateway {
             child,
             addr,
             admin,
+            metrics,
             dir,
             config_path,
             logs,
@@ -139,8 +142,8 @@ impl Drop for Gateway {
     }
 }
 
-/// The traffic and admin addresses from the "graygate serving" log line.
-fn serving_address(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// The traffic, admin and metrics addresses from the "graygate serving" log line.
+fn serving_address(line: &str) -> Option<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = value.get("fields")?;
     if fields.get("message")?.as_str()? != "graygate serving" {
@@ -148,7 +151,8 @@ fn serving_address(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     }
     let listen = fields.get("listen")?.as_str()?.parse().ok()?;
     let admin = fields.get("admin")?.as_str()?.parse().ok()?;
-    Some((listen, admin))
+    let metrics = fields.get("metrics").and_then(|m| m.as_str()?.parse().ok());
+    Some((listen, admin, metrics))
 }
 
 /// A request as an upstream saw it.
