@@ -312,6 +312,8 @@ impl Compiler<'_> {
             ("request_timeout", limits.request_timeout),
             ("body_read_timeout", limits.body_read_timeout),
             ("idle_timeout", limits.idle_timeout),
+            ("send_timeout", limits.send_timeout),
+            ("tunnel_idle_timeout", limits.tunnel_idle_timeout),
         ] {
             if value.is_zero() {
                 self.error(path.key(key), "must be greater than 0");

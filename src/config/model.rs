@@ -290,6 +290,12 @@ pub struct Limits {
     /// Request header lines, beyond which a request is 431.
     #[serde(default = "defaults::max_headers")]
     pub max_headers: usize,
+    /// The longest one write to a client may wait, as nginx's `send_timeout`.
+    #[serde(default = "defaults::send_timeout", with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// A tunnel (a WebSocket after its 101) idle both ways this long is closed.
+    #[serde(default = "defaults::tunnel_idle_timeout", with = "humantime_serde")]
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -303,6 +309,8 @@ impl Default for Limits {
             body_read_timeout: defaults::body_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             max_headers: defaults::max_headers(),
+            send_timeout: defaults::send_timeout(),
+            tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
         }
     }
 }
@@ -562,6 +570,12 @@ mod defaults {
     }
     pub fn body_read_timeout() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn send_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn tunnel_idle_timeout() -> Duration {
+        Duration::from_secs(3600)
     }
     pub fn idle_timeout() -> Duration {
         Duration::from_secs(60)

@@ -49,13 +49,16 @@ pub enum ClientErrorKind {
     HeaderTimeout = 2,
     /// The request body stopped arriving: 408.
     BodyTimeout = 3,
+    /// A write to the client waited `send_timeout`: the connection is closed.
+    SendTimeout = 4,
 }
 
-const CLIENT_ERROR_KINDS: [&str; 4] = [
+const CLIENT_ERROR_KINDS: [&str; 5] = [
     "bad_request",
     "header_too_large",
     "header_timeout",
     "body_timeout",
+    "send_timeout",
 ];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -252,7 +255,7 @@ pub struct Metrics {
     fallbacks: Family<FromToLabels, Counter>,
     retries: Family<PoolLabels, Counter>,
     access_log_dropped: Counter,
-    client_errors: [Counter; 4],
+    client_errors: [Counter; CLIENT_ERROR_KINDS.len()],
     rollout: RolloutMetrics,
     mirror_requests: Family<MirrorOutcomeLabels, Counter>,
     mirror_diffs: Family<MirrorDiffLabels, Counter>,
@@ -565,6 +568,12 @@ impl Metrics {
 
     pub fn client_error(&self, kind: ClientErrorKind) {
         self.client_errors[kind as usize].inc();
+    }
+
+    /// `client_errors{kind="send_timeout"}`, for a connection's writer to count in: the
+    /// error it ends with reaches no one intact (h2 keeps only an I/O error's kind).
+    pub fn send_timeouts(&self) -> Counter {
+        self.client_errors[ClientErrorKind::SendTimeout as usize].clone()
     }
 
     /// A mirror's counters: by outcome, then by kind of difference.

@@ -34,6 +34,7 @@ pub use body::{AccessStart, Completion, ResponseBody};
 pub use error::GatewayError;
 pub use headers::X_GRAYGATE_POOL;
 pub use sticky::mint as mint_sticky_id;
+pub use upgrade::{take_tunnel, Tunnel};
 
 use crate::config::model::Fallback;
 use crate::h1::request::ExtraHeaders;

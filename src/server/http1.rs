@@ -23,10 +23,11 @@ use std::task::Poll;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Response};
 use http_body::Body;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::send_timeout::SendTimeout;
 use super::{BoxError, ConnectionContext, ServerSettings};
 use crate::h1::body::{chunk_size_line, LAST_CHUNK};
 use crate::h1::request::{may_end_head, parse_request, Parsed};
@@ -57,12 +58,14 @@ pub struct HeadTimeout;
 /// Serves requests on `stream` until it ends or a request needs hyper. `buf` holds the
 /// bytes already read from it.
 pub async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     mut buf: BytesMut,
     context: &ConnectionContext,
     settings: &ServerSettings,
     shutdown: &Shutdown,
 ) -> Result<Served, BoxError> {
+    let timed_out = context.proxy.shared().metrics.send_timeouts();
+    let mut stream = SendTimeout::new(stream, settings.send_timeout, timed_out);
     // One registration with the shutdown channel for the connection's life, polled
     // only while the connection waits for a head.
     let mut shutdown_watch = shutdown.clone();
@@ -88,7 +91,7 @@ pub async fn serve(
                     Parsed::Partial => parsed_partial = buf.len(),
                     Parsed::Unsupported => {
                         return Ok(Served::HandOff {
-                            stream,
+                            stream: stream.into_inner(),
                             unread: buf.freeze(),
                         })
                     }
@@ -99,7 +102,7 @@ pub async fn serve(
             if buf.is_empty() || read_nothing {
                 let idle = buf.is_empty();
                 let wait = await_bytes(
-                    &stream,
+                    stream.get_ref(),
                     shutting_down.as_mut(),
                     head_timer.as_mut(),
                     idle,
@@ -109,7 +112,7 @@ pub async fn serve(
                     return Ok(Served::Done);
                 }
             }
-            read_nothing = match read_arrived(&stream, &mut buf)? {
+            read_nothing = match read_arrived(stream.get_ref(), &mut buf)? {
                 Arrived::Bytes => false,
                 Arrived::Nothing => true,
                 Arrived::Closed => return Ok(Served::Done),
@@ -126,7 +129,7 @@ pub async fn serve(
         let response = tokio::select! {
             biased;
             response = context.proxy.handle(request, &context.client) => response,
-            () = client_gone(&stream, &mut buf) => return Ok(Served::Done),
+            () = client_gone(stream.get_ref(), &mut buf) => return Ok(Served::Done),
         };
         let keep_alive = next.keep_alive && !shutdown.is_fired();
         let complete =
@@ -171,13 +174,19 @@ enum Arrived {
 
 /// Reads what has arrived through a stack buffer, so `buf` is allocated at the size of
 /// what came (a small allocation, from the allocator's fast path) rather than ahead of it.
+///
+/// The crate's one `unsafe`: the scratch is left uninitialised because zeroing 4 KiB
+/// before every read would cost more than copying what the read brought, and reading
+/// straight into `buf` would size it ahead of what came.
+#[allow(unsafe_code)]
 fn read_arrived(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<Arrived> {
     // Left uninitialized: clearing 4 KiB on every read would cost more than the read.
     let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
     match stream.try_read_buf(&mut scratch.as_mut_slice()) {
         Ok(0) => Ok(Arrived::Closed),
         Ok(n) => {
-            // SAFETY: the read initialized the first `n` bytes.
+            // SAFETY: `try_read_buf` wrote the first `n` bytes of `scratch` (it returns
+            // how many it initialised), and `n <= READ_CHUNK`.
             let read = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
             buf.extend_from_slice(read);
             Ok(Arrived::Bytes)
@@ -214,10 +223,10 @@ async fn await_bytes(
     }
 }
 
-/// Writes the response and streams its body. Returns whether it was written whole, so
-/// the connection can carry another request.
+/// Writes the response and streams its body, each write bounded by `send_timeout`.
+/// Returns whether it was written whole, so the connection can carry another request.
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut SendTimeout<TcpStream>,
     buf: &mut BytesMut,
     response: Response<ResponseBody>,
     head_only: bool,
@@ -250,7 +259,7 @@ async fn write_response(
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(next) => Poll::Ready(Some(next)),
             }) => polled,
-            () = client_gone(stream, buf) => return Ok(false),
+            () = client_gone(stream.get_ref(), buf) => return Ok(false),
         };
         let frame = match polled {
             None => {
@@ -308,7 +317,11 @@ async fn write_response(
 }
 
 /// Queues small data behind what is pending; writes large data straight out.
-async fn write_data(stream: &mut TcpStream, out: &mut Vec<u8>, data: &Bytes) -> io::Result<()> {
+async fn write_data(
+    stream: &mut (impl AsyncWrite + Unpin),
+    out: &mut Vec<u8>,
+    data: &Bytes,
+) -> io::Result<()> {
     if data.len() <= COALESCE {
         out.extend_from_slice(data);
         return Ok(());

@@ -5,6 +5,7 @@
 //! them to hyper at the first request it does not serve; h2c and TLS are hyper's.
 
 mod http1;
+mod send_timeout;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,9 +24,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::model::ConfigFile;
 use crate::metrics::ClientErrorKind;
-use crate::proxy::{ClientConnection, Proxy};
+use crate::proxy::{ClientConnection, Proxy, Tunnel};
 use crate::shutdown::Shutdown;
 use crate::sniff::{self, Prefixed, Protocol, SniffError};
+use send_timeout::SendTimeout;
 
 /// Streams one HTTP/2 connection may have open at once (nginx: 128, Envoy: 100).
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -47,6 +49,10 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// An HTTP/2 connection with no open stream is closed after this long.
     pub idle_timeout: Duration,
+    /// The longest one write to a client may wait (see [`send_timeout`]).
+    pub send_timeout: Duration,
+    /// A tunnel (after a 101) that moves no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -58,6 +64,8 @@ impl ServerSettings {
             max_connections: file.limits.max_connections,
             shutdown_timeout: file.server.shutdown_timeout,
             idle_timeout: file.limits.idle_timeout,
+            send_timeout: file.limits.send_timeout,
+            tunnel_idle_timeout: file.limits.tunnel_idle_timeout,
         }
     }
 }
@@ -66,6 +74,8 @@ impl ServerSettings {
 pub(crate) struct ConnectionContext {
     proxy: Arc<Proxy>,
     client: ClientConnection,
+    /// The tunnel a 101 left, for the connection to run once hyper lets go of it.
+    tunnel: std::sync::Mutex<Option<Tunnel>>,
 }
 
 /// The listeners traffic arrives on: plain (HTTP/1.1 and h2c) and, optionally, TLS.
@@ -125,6 +135,7 @@ pub async fn serve(
         let context = Arc::new(ConnectionContext {
             proxy: Arc::clone(&proxy),
             client: ClientConnection::new(remote, tls),
+            tunnel: std::sync::Mutex::new(None),
         });
         let (builders, watcher) = (Arc::clone(&builders), graceful.watcher());
         let connection_shutdown = worker_shutdown.clone();
@@ -213,7 +224,16 @@ async fn serve_plain(
     match sniffed {
         (Protocol::Http2, stream) => {
             let idle = Some(settings.idle_timeout);
-            serve_connection(&builders.http2, watcher, stream, context, shutdown, idle).await
+            serve_connection(
+                &builders.http2,
+                watcher,
+                stream,
+                context,
+                settings,
+                shutdown,
+                idle,
+            )
+            .await
         }
         (Protocol::Http1, stream) => {
             let (prefix, stream) = stream.into_parts();
@@ -229,8 +249,16 @@ async fn serve_plain(
                 http1::Served::Done => Ok(()),
                 http1::Served::HandOff { stream, unread } => {
                     let stream = Prefixed::new(unread, stream);
-                    serve_connection(&builders.http1, watcher, stream, context, shutdown, None)
-                        .await
+                    serve_connection(
+                        &builders.http1,
+                        watcher,
+                        stream,
+                        context,
+                        settings,
+                        shutdown,
+                        None,
+                    )
+                    .await
                 }
             }
         }
@@ -264,7 +292,7 @@ async fn serve_tls(
     } else {
         (&builders.http1, None)
     };
-    serve_connection(builder, watcher, stream, context, shutdown, idle).await
+    serve_connection(builder, watcher, stream, context, settings, shutdown, idle).await
 }
 
 /// What a connection-level error says about the client, for
@@ -297,6 +325,7 @@ async fn serve_connection<IO>(
     watcher: Watcher,
     io: IO,
     context: Arc<ConnectionContext>,
+    settings: &ServerSettings,
     mut shutdown: Shutdown,
     idle: Option<Duration>,
 ) -> Result<(), BoxError>
@@ -305,27 +334,42 @@ where
 {
     let streams = idle.map(|_| Arc::new(Streams::new()));
     let counted = streams.clone();
+    let served = Arc::clone(&context);
     let service = service_fn(move |request| {
-        let context = Arc::clone(&context);
+        let context = Arc::clone(&served);
         let open = counted.as_ref().map(Streams::open);
         async move {
-            let response = context
+            let mut response = context
                 .proxy
                 .handle(request.map(Some), &context.client)
                 .await;
+            if let Some(tunnel) = crate::proxy::take_tunnel(&mut response) {
+                *lock(&context.tunnel) = Some(tunnel);
+            }
             Ok::<_, Infallible>(response.map(|body| Counted { body, _open: open }))
         }
     });
+    let timed_out = context.proxy.shared().metrics.send_timeouts();
+    let io = SendTimeout::new(io, settings.send_timeout, timed_out);
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     let mut connection = std::pin::pin!(connection);
-    // Held for the connection's life: the drain waits until every watcher is gone.
+    // Held for the connection's life, a tunnel's included: the drain waits until every
+    // watcher is gone, or `shutdown_timeout`.
     let _watched = watcher;
     let mut closing = false;
     loop {
         tokio::select! {
-            result = connection.as_mut() => return result,
+            result = connection.as_mut() => {
+                // hyper has written the 101 and let go of the connection: the tunnel
+                // is this connection now, in its slot, until it ends.
+                let tunnel = lock(&context.tunnel).take();
+                if let (Ok(()), Some(tunnel)) = (&result, tunnel) {
+                    tunnel.run(settings.tunnel_idle_timeout).await;
+                }
+                return result;
+            }
             _ = shutdown.wait(), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
@@ -337,6 +381,12 @@ where
             }
         }
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A connection's open streams, and when the last one closed.
