@@ -26,18 +26,6 @@ async fn echo_upstream() -> Scripted {
     Scripted::start(|_| Reply::Tunnel(SWITCHED.to_vec())).await
 }
 
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
 /// Opens a tunnel through the gateway and returns it once the 101 has arrived.
 async fn open_tunnel(addr: SocketAddr) -> TcpStream {
     let mut client = TcpStream::connect(addr).await.unwrap();
@@ -133,15 +121,10 @@ async fn three_hundred_tunnels_never_pass_max_connections() {
             drop(tunnel);
         }
         assert_eq!(rest, 150);
-        let mut gauge = f64::NAN;
-        for _ in 0..100 {
-            gauge = metric(&gw, "graygate_active_connections", &[]).await;
-            if gauge == 0.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(gauge, 0.0);
+        assert_eq!(
+            wait_metric(&gw, "graygate_active_connections", 0.0, STEP).await,
+            0.0
+        );
     })
     .await
     .expect("bounded");
@@ -173,15 +156,10 @@ async fn a_tunnel_idle_both_ways_is_closed_and_one_in_use_is_not() {
             wait_until(STEP, || upstream.connections() == 1).await,
             "the upstream saw a second connection"
         );
-        let mut gauge = f64::NAN;
-        for _ in 0..100 {
-            gauge = metric(&gw, "graygate_active_connections", &[]).await;
-            if gauge == 0.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(gauge, 0.0);
+        assert_eq!(
+            wait_metric(&gw, "graygate_active_connections", 0.0, STEP).await,
+            0.0
+        );
     })
     .await
     .expect("bounded");
@@ -376,38 +354,7 @@ async fn a_client_that_stops_reading_is_cut_at_send_timeout_on_every_path() {
             let answer = Arc::clone(&answer);
             Scripted::start(move |_| Reply::Send(answer.to_vec())).await
         };
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let config = format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-workers = 1
-tls = {{ listen = "127.0.0.1:0", cert = "cert.pem", key = "key.pem" }}
-
-[limits]
-send_timeout = "1s"
-
-[pools.blue]
-endpoints = ["{}"]
-
-[routing]
-stable = "blue"
-"#,
-            upstream.addr
-        );
-        let gw = Gateway::start_with_files(
-            &config,
-            &[
-                ("cert.pem", &certified.cert.pem()),
-                ("key.pem", &certified.signing_key.serialize_pem()),
-            ],
-        );
-        let tls = gw
-            .logs()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find_map(|v| v["fields"]["tls"].as_str().and_then(|a| a.parse().ok()))
-            .expect("the serving line names the TLS address");
+        let TlsGateway { gw, tls, .. } = TlsGateway::start(upstream.addr, "send_timeout = \"1s\"");
         for (nth, path) in [Path::Own, Path::Hyper, Path::H2c, Path::Tls]
             .into_iter()
             .enumerate()

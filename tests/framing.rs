@@ -63,38 +63,11 @@ struct Setup {
 
 async fn setup() -> Setup {
     let upstream = Scripted::start(|request| answer(request.path())).await;
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let config = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-tls = {{ listen = "127.0.0.1:0", cert = "cert.pem", key = "key.pem" }}
-
-[pools.blue]
-endpoints = ["{}"]
-
-[routing]
-stable = "blue"
-"#,
-        upstream.addr
-    );
-    let gw = Gateway::start_with_files(
-        &config,
-        &[
-            ("cert.pem", &certified.cert.pem()),
-            ("key.pem", &certified.signing_key.serialize_pem()),
-        ],
-    );
-    let tls = gw
-        .logs()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find_map(|v| v["fields"]["tls"].as_str().and_then(|a| a.parse().ok()))
-        .expect("the serving line names the TLS address");
+    let TlsGateway { gw, tls, cert } = TlsGateway::start(upstream.addr, "");
     Setup {
         gw,
         tls,
-        cert: certified.cert.der().clone(),
+        cert,
         _upstream: upstream,
     }
 }

@@ -458,3 +458,67 @@ pub async fn try_get(url: &str) -> Option<(StatusCode, String)> {
         .ok()
         .flatten()
 }
+
+/// Reads one head (up to the blank line) a byte at a time, so nothing behind it is
+/// consumed. `None` if the peer closes first.
+pub async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Polls metric `name` until it equals `value` or `limit` passes; returns the last read.
+pub async fn wait_metric(gw: &Gateway, name: &str, value: f64, limit: Duration) -> f64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let read = metric(gw, name, &[]).await;
+        if read == value || Instant::now() >= deadline {
+            return read;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A gateway with a TLS listener (a fresh self-signed certificate for `localhost`)
+/// beside the plain one, one pool `blue` at `upstream`, and `limits` as its
+/// `[limits]` table.
+pub struct TlsGateway {
+    pub gw: Gateway,
+    pub tls: SocketAddr,
+    pub cert: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TlsGateway {
+    pub fn start(upstream: SocketAddr, limits: &str) -> TlsGateway {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let config = one_pool_config(upstream, 1, limits).replacen(
+            "workers = 1\n",
+            "workers = 1\ntls = { listen = \"127.0.0.1:0\", cert = \"cert.pem\", key = \"key.pem\" }\n",
+            1,
+        );
+        let gw = Gateway::start_with_files(
+            &config,
+            &[
+                ("cert.pem", &certified.cert.pem()),
+                ("key.pem", &certified.signing_key.serialize_pem()),
+            ],
+        );
+        let tls = gw
+            .logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find_map(|v| v["fields"]["tls"].as_str().and_then(|a| a.parse().ok()))
+            .expect("the serving line names the TLS address");
+        TlsGateway {
+            gw,
+            tls,
+            cert: certified.cert.der().clone(),
+        }
+    }
+}
