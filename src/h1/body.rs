@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::response::ResponseFraming;
 use super::ProtocolError;
 
-/// A chunk-size line or a trailer line longer than this is refused.
+/// A chunk-size line or a trailer line longer than this, its CRLF included, is refused.
 pub const MAX_CHUNK_LINE: usize = 4096;
 
 /// Where a body decoder is.
@@ -111,7 +111,10 @@ impl Chunked {
     pub fn step(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
         loop {
             match *self {
-                Chunked::Size => match httparse::parse_chunk_size(buf) {
+                // Only the first MAX_CHUNK_LINE bytes are looked at, so a line is
+                // refused by its length alone, however it arrives: a long line that
+                // came in one read was taken, the same line in two was refused.
+                Chunked::Size => match httparse::parse_chunk_size(line_window(buf)) {
                     Ok(httparse::Status::Complete((used, size))) => {
                         buf.advance(used);
                         *self = if size == 0 {
@@ -120,7 +123,7 @@ impl Chunked {
                             Chunked::Data(size)
                         };
                     }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    Ok(httparse::Status::Partial) if buf.len() >= MAX_CHUNK_LINE => {
                         return Err(ProtocolError("chunk size line too long"))
                     }
                     Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
@@ -149,13 +152,13 @@ impl Chunked {
                     buf.advance(2);
                     *self = Chunked::Size;
                 }
-                Chunked::Trailers => match buf.windows(2).position(|w| w == b"\r\n") {
+                Chunked::Trailers => match line_window(buf).windows(2).position(|w| w == b"\r\n") {
                     Some(0) => {
                         buf.advance(2);
                         *self = Chunked::Done;
                     }
                     Some(end) => buf.advance(end + 2),
-                    None if buf.len() > MAX_CHUNK_LINE => {
+                    None if buf.len() >= MAX_CHUNK_LINE => {
                         return Err(ProtocolError("trailer line too long"))
                     }
                     None => return Ok(Decoded::NeedMore),
@@ -164,6 +167,11 @@ impl Chunked {
             }
         }
     }
+}
+
+/// The part of `buf` a chunk-size or trailer line may take, its CRLF included.
+fn line_window(buf: &[u8]) -> &[u8] {
+    &buf[..buf.len().min(MAX_CHUNK_LINE)]
 }
 
 /// Writes one chunk of a chunked body: its size line, the data, CRLF.
@@ -273,6 +281,34 @@ mod tests {
             decode_all(&bytes).unwrap().0,
             b"helloabcdefghijklmnopqrstuvwxyz"
         );
+    }
+
+    #[test]
+    fn a_long_line_is_refused_however_it_arrives() {
+        // Found by fuzz/chunked_decoder: a chunk-size line (or a trailer line) longer
+        // than MAX_CHUNK_LINE was taken when it arrived in one read, refused when it
+        // arrived in pieces.
+        let long_ext = [&b"1;"[..], &[b'e'; MAX_CHUNK_LINE], b"\r\nx\r\n0\r\n\r\n"].concat();
+        let long_trailer = [
+            &b"1\r\nx\r\n0\r\nx-t: "[..],
+            &[b'v'; MAX_CHUNK_LINE],
+            b"\r\n\r\n",
+        ]
+        .concat();
+        for (wire, error) in [
+            (&long_ext, "chunk size line too long"),
+            (&long_trailer, "trailer line too long"),
+        ] {
+            assert_eq!(decode_all(&[wire]).unwrap_err(), ProtocolError(error));
+            let pieces: Vec<&[u8]> = wire.chunks(100).collect();
+            assert_eq!(decode_all(&pieces).unwrap_err(), ProtocolError(error));
+        }
+        // A line of exactly MAX_CHUNK_LINE bytes, CRLF included, is taken either way.
+        let ext = MAX_CHUNK_LINE - b"1;\r\n".len();
+        let longest = [&b"1;"[..], &vec![b'e'; ext], b"\r\nx\r\n0\r\n\r\n"].concat();
+        assert_eq!(decode_all(&[&longest]).unwrap().0, b"x");
+        let pieces: Vec<&[u8]> = longest.chunks(100).collect();
+        assert_eq!(decode_all(&pieces).unwrap().0, b"x");
     }
 
     #[test]
