@@ -304,10 +304,19 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 fn metrics(reloader: &Reloader, headers: &HeaderMap) -> AdminResponse {
     let openmetrics = wants_openmetrics(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     // Endpoint states change with time (an ejection expires), so they are read now.
-    for pool in reloader.live().load().pools.iter() {
+    let snapshot = reloader.live().load();
+    for pool in snapshot.pools.iter() {
         pool.publish_endpoint_states();
     }
-    let body = reloader.shared().metrics.encode(openmetrics);
+    let metrics = &reloader.shared().metrics;
+    metrics.publish_endpoints(snapshot.pools.iter().flat_map(|pool| {
+        let name = &*pool.name;
+        pool.endpoints
+            .iter()
+            .map(move |e| (name, &*e.address, e.is_available()))
+    }));
+    drop(snapshot);
+    let body = metrics.encode(openmetrics);
     let content_type = if openmetrics {
         OPENMETRICS_CONTENT_TYPE
     } else {
