@@ -668,3 +668,172 @@ fn prometheus_log_tail(prometheus: &Prometheus) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+// ---------------------------------------------------------------------------------
+// The systemd unit and the Kubernetes manifest
+// ---------------------------------------------------------------------------------
+
+/// `systemd-analyze verify` finds nothing in the unit (with its binary path pointed
+/// at the binary under test), and its commands do what they say on a real config.
+#[test]
+fn the_systemd_unit_verifies_and_its_commands_run() {
+    let analyze = tool("systemd-analyze", "apt-get install systemd");
+    let unit = read("deploy/systemd/graygate.service");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("graygate.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/graygate", bin())).unwrap();
+    let mut verify = Command::new(analyze);
+    verify.arg("verify").arg(&path);
+    let (ok, stdout, stderr) = run(verify);
+    assert!(
+        ok && stderr.trim().is_empty(),
+        "systemd-analyze verify:\n{stdout}{stderr}"
+    );
+
+    let value = |key: &str| -> String {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key}= in the unit"))
+            .to_string()
+    };
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(value("StateDirectory"), "graygate");
+    // The stop timeout covers the default drain (server.shutdown_timeout, 30 s).
+    let stop: u64 = value("TimeoutStopSec")
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(stop > 30, "TimeoutStopSec {stop}");
+    // ExecStartPre and ExecStart, on a config at their path's place.
+    let config = dir.path().join("graygate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [pools.blue]\nendpoints = [\"127.0.0.1:9\"]\n[routing]\nstable = \"blue\"\n",
+    )
+    .unwrap();
+    let args = |key: &str| -> Vec<String> {
+        let line = value(key);
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/local/bin/graygate"), "{key}");
+        words
+            .map(|w| {
+                if w == "/etc/graygate/graygate.toml" {
+                    config.display().to_string()
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect()
+    };
+    let mut check = Command::new(bin());
+    check.args(args("ExecStartPre"));
+    let (ok, stdout, stderr) = run(check);
+    assert!(ok && stdout.contains(": ok"), "{stdout}{stderr}");
+    assert_eq!(args("ExecStart")[..2], ["run", "--config"]);
+}
+
+/// The manifest's ConfigMap holds a valid config; the Deployment mounts it where its
+/// arguments look, exposes the ports the config listens on, probes and has
+/// Prometheus scrape the metrics listener, and waits out the drain.
+#[test]
+fn the_kubernetes_manifest_agrees_with_its_config() {
+    let text = read("deploy/kubernetes/graygate.yaml");
+    let docs: Vec<Yaml> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(k))
+            .unwrap_or_else(|| panic!("a {k}"))
+    };
+    let (config_map, deployment, service) =
+        (kind("ConfigMap"), kind("Deployment"), kind("Service"));
+
+    let toml_text = config_map["data"]["graygate.toml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("graygate.toml");
+    std::fs::write(&path, toml_text).unwrap();
+    let mut check = Command::new(bin());
+    check.arg("check").arg("--config").arg(&path);
+    let (ok, stdout, stderr) = run(check);
+    assert!(
+        ok,
+        "graygate check on the ConfigMap's config:\n{stdout}{stderr}"
+    );
+    let config: toml::Table = toml_text.parse().unwrap();
+    let port = |key: &str| -> u64 {
+        let address: SocketAddr = config["server"][key].as_str().unwrap().parse().unwrap();
+        u64::from(address.port())
+    };
+    let admin: SocketAddr = config["server"]["admin_listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        admin.ip().is_loopback(),
+        "the admin API stays on the pod's loopback"
+    );
+
+    let pod = &deployment["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(
+        container["args"],
+        serde_norway::from_str::<Yaml>("[run, --config, /etc/graygate/graygate.toml]").unwrap()
+    );
+    assert_eq!(mount["mountPath"].as_str(), Some("/etc/graygate"));
+    let volume = &pod["spec"]["volumes"][0];
+    assert_eq!(volume["name"], mount["name"]);
+    assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"]);
+    let container_port = |name: &str| {
+        container["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("port {name}"))
+    };
+    assert_eq!(container_port("http"), port("listen"));
+    assert_eq!(container_port("metrics"), port("metrics_listen"));
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(port("metrics_listen").to_string().as_str())
+    );
+    assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
+    // The metrics listener serves the probes.
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["path"].as_str(), Some(path));
+        assert_eq!(
+            container[probe]["httpGet"]["port"].as_str(),
+            Some("metrics")
+        );
+    }
+    let drain = humantime::parse_duration(config["server"]["shutdown_timeout"].as_str().unwrap())
+        .unwrap()
+        .as_secs();
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        grace > drain + 5,
+        "grace {grace} s for a drain of {drain} s and the preStop"
+    );
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        pod["spec"]["securityContext"]["runAsUser"].as_u64(),
+        Some(10001)
+    );
+    assert!(read("Dockerfile").contains("USER 10001:10001"));
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("http")
+    );
+}
