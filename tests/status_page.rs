@@ -170,6 +170,34 @@ fn by_id(dom: &str, id: &str) -> String {
         .to_string()
 }
 
+/// JavaScript's `x.toFixed(digits)` for x >= 0: the nearest, a tie to the larger
+/// (Rust's `{:.1}` breaks ties to even: 21.25 is "21.2" there and "21.3" in the page).
+fn to_fixed(x: f64, digits: usize) -> String {
+    let long = format!("{:.*}", digits + 12, x);
+    let (int, frac) = long.split_once('.').unwrap();
+    let mut n: u128 = format!("{int}{}", &frac[..digits]).parse().unwrap();
+    if frac.as_bytes()[digits] >= b'5' {
+        n += 1;
+    }
+    let text = format!("{n:0width$}", width = digits + 1);
+    let (whole, part) = text.split_at(text.len() - digits);
+    if digits == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{part}")
+    }
+}
+
+#[test]
+fn to_fixed_breaks_ties_as_javascript_does() {
+    assert_eq!(to_fixed(21.25, 1), "21.3");
+    assert_eq!(to_fixed(21.249, 1), "21.2");
+    assert_eq!(to_fixed(0.125, 2), "0.13");
+    assert_eq!(to_fixed(60.0, 1), "60.0");
+    assert_eq!(to_fixed(0.05, 1), "0.1");
+    assert_eq!(to_fixed(33.333333, 2), "33.33");
+}
+
 // The page's formats (status_page.html: fmtInt, fmtShare, fmtRatio, fmtSeconds).
 fn fmt_int(n: u64) -> String {
     let digits = n.to_string();
@@ -184,17 +212,17 @@ fn fmt_int(n: u64) -> String {
 }
 fn fmt_share(x: &Value) -> String {
     x.as_f64()
-        .map_or("–".into(), |x| format!("{:.1} %", x * 100.0))
+        .map_or("–".into(), |x| format!("{} %", to_fixed(x * 100.0, 1)))
 }
 fn fmt_ratio(x: &Value) -> String {
     x.as_f64()
-        .map_or("–".into(), |x| format!("{:.2} %", x * 100.0))
+        .map_or("–".into(), |x| format!("{} %", to_fixed(x * 100.0, 2)))
 }
 fn fmt_seconds(x: &Value) -> String {
     match x.as_f64() {
         None => "–".into(),
-        Some(s) if s < 1.0 => format!("{:.1} ms", s * 1000.0),
-        Some(s) => format!("{s:.2} s"),
+        Some(s) if s < 1.0 => format!("{} ms", to_fixed(s * 1000.0, 1)),
+        Some(s) => format!("{} s", to_fixed(s, 2)),
     }
 }
 
