@@ -24,7 +24,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,55 +41,11 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
-/// The path of a tool the test needs. CI installs each; a missing one fails the test
-/// with the way to install it, never skips it.
-fn tool(name: &str, install: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("`{name}` is not installed: {install}"))
-}
-
-/// Runs a command to its end within ten minutes (a cold `cargo check` included); its
-/// status, stdout and stderr.
-fn run(mut command: Command) -> (bool, String, String) {
-    let what = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let out = std::thread::spawn({
-        let mut stdout = child.stdout.take().unwrap();
-        move || {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut stdout, &mut text).ok();
-            text
-        }
-    });
-    let err = std::thread::spawn({
-        let mut stderr = child.stderr.take().unwrap();
-        move || {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut stderr, &mut text).ok();
-            text
-        }
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (status.success(), out.join().unwrap(), err.join().unwrap())
+/// Runs a command to its end within ten minutes (a cold `cargo check` included);
+/// whether it succeeded, its stdout and stderr.
+fn run(command: Command) -> (bool, String, String) {
+    let (status, stdout, stderr) = run_to_end(command, Duration::from_secs(600));
+    (status.success(), stdout, stderr)
 }
 
 // ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 fn chromium() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("chromium"))
-        .find(|path| path.is_file())
-        .expect("`chromium` is not installed: apt-get install chromium (CI does)")
+    tool("chromium", "apt-get install chromium (CI does)")
 }
 
 /// What one headless Chromium run left: the DOM (for `--dump-dom`), the console
@@ -74,27 +69,8 @@ fn chromium_run(url: &str, (width, height): (u32, u32), screenshot: Option<&Path
         Some(path) => command.arg(format!("--screenshot={}", path.display())),
         None => command.arg("--dump-dom"),
     };
-    command
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("run chromium");
-    let stdout = read_all(child.stdout.take().unwrap());
-    let stderr = read_all(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (dom, log) = (stdout.join().unwrap(), stderr.join().unwrap());
+    command.arg(url);
+    let (status, dom, log) = run_to_end(command, Duration::from_secs(90));
     assert!(status.success(), "chromium failed ({status}):\n{log}");
     let console = log
         .lines()
@@ -107,14 +83,6 @@ fn chromium_run(url: &str, (width, height): (u32, u32), screenshot: Option<&Path
         console,
         requests,
     }
-}
-
-fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
 }
 
 /// Every request the net log saw start, as (initiator, URL). A page's own requests
