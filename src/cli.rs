@@ -77,7 +77,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
         /// Requests per second of the built-in load generator; 0 for none.
-        #[arg(long, default_value_t = 50.0)]
+        #[arg(long, default_value_t = 50.0, value_parser = parse_rate)]
         rate: f64,
     },
     /// One demo upstream: answers with its name and version, misbehaves on request.
@@ -104,7 +104,7 @@ enum Command {
         #[arg(long, env = "GRAYGATE_DEMO_TARGET")]
         target: http::Uri,
         /// Requests per second.
-        #[arg(long, env = "GRAYGATE_DEMO_RATE", default_value_t = 20.0)]
+        #[arg(long, env = "GRAYGATE_DEMO_RATE", default_value_t = 20.0, value_parser = parse_rate)]
         rate: f64,
         /// Distinct user ids.
         #[arg(long, default_value_t = 10_000)]
@@ -415,6 +415,16 @@ fn rollout(
         }
     });
     answer
+}
+
+/// Requests per second for the demo's load: 0 to 100,000.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if (0.0..=100_000.0).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate between 0 and 100000 requests a second"
+        )),
+    }
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {

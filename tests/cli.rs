@@ -846,6 +846,41 @@ fn demo_keeps_every_promise_it_prints() {
     assert!(!config.exists(), "the demo removes its temporary directory");
 }
 
+#[test]
+fn demo_commands_refuse_bad_figures_with_usage_errors() {
+    for (args, env, want) in [
+        (
+            &["demo-upstream", "--name", "blue", "--error-rate", "1.5"][..],
+            None,
+            "is not a share between 0 and 1",
+        ),
+        (
+            &["demo-upstream", "--name", "blue"],
+            Some(("GRAYGATE_DEMO_ERROR_RATE", "lots")),
+            "is not a share between 0 and 1",
+        ),
+        (
+            &["demo-upstream", "--name", "blue", "--latency", "soon"],
+            None,
+            "--latency",
+        ),
+        (&["demo", "--rate", "NaN"], None, "is not a rate"),
+        (
+            &["demo-load", "--target", "http://127.0.0.1:9", "--rate=-1"],
+            None,
+            "is not a rate",
+        ),
+    ] {
+        let mut command = graygate_command(args);
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let ran = run(command);
+        assert_eq!(ran.code, Some(2), "{args:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains(want), "{args:?}: {}", ran.stderr);
+    }
+}
+
 fn write_run_config(dir: &Path) -> String {
     let path = dir.join("graygate.toml");
     std::fs::write(

@@ -244,7 +244,8 @@ to = "canary"
 [rollout]
 rule = "canary-rollout"
 steps = [100, 500, 1000]
-interval = "1h"
+interval = "500ms"
+inconclusive_limit = 100000
 "#,
         )
         .replace(
@@ -386,6 +387,15 @@ interval = "1h"
         format!("{}‰", rollout["weight_permille"])
     );
     assert_eq!(by_id(dom, "rollout-weight"), "100‰");
+    // Its verdicts: none of this traffic has a user key, so each is inconclusive.
+    let latest = &rollout["analyses"][0];
+    assert_eq!(latest["verdict"], "inconclusive");
+    let reason = latest["reason"].as_str().unwrap();
+    assert!(reason.starts_with("too few requests"), "{reason}");
+    assert!(
+        dom.contains(">inconclusive</b>") && dom.contains(reason),
+        "the latest verdict and its reason: {reason}"
+    );
     assert_eq!(by_id(dom, "generation"), stats["generation"].to_string());
 
     // It asked the admin listener, and nothing else.
