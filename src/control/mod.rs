@@ -8,4 +8,6 @@ pub mod admin;
 pub mod client;
 pub mod reload;
 pub mod rollout;
+pub mod stats;
+pub mod status_page;
 pub mod watch;
