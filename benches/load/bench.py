@@ -614,15 +614,16 @@ def strace_summary(path):
 
 
 def tls_handshake(port, cpus):
-    """What a client gets from this TLS listener: protocol, cipher, ALPN (h2 offered first)."""
+    """What a client gets from this TLS listener: protocol, cipher, ALPN (h2 offered
+    first), key exchange."""
     rc, out, err = run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-                        "-alpn", "h2,http/1.1", "-brief"], 20, cpus=cpus, stdin_data=b"Q\n")
+                        "-alpn", "h2,http/1.1"], 20, cpus=cpus, stdin_data=b"Q\n")
     text = out + err
     got = {}
-    for key, pat in (("protocol", r"Protocol version: (\S+)"), ("cipher", r"Ciphersuite: (\S+)"),
-                     ("alpn", r"ALPN protocol: (\S+)"), ("key", r"Peer signature type: (\S+)")):
+    for key, pat in (("protocol", r"New, (TLSv[\d.]+), Cipher is"), ("cipher", r"Cipher is (\S+)"),
+                     ("alpn", r"ALPN protocol: (\S+)"), ("kx", r"Server Temp Key: ([^\n]+)")):
         m = re.search(pat, text)
-        got[key] = m.group(1) if m else None
+        got[key] = m.group(1).strip() if m else None
     return got
 
 

@@ -71,16 +71,25 @@ def field(name, pattern):
     return lead + pattern
 
 
+def exact_header(name, fld, v):
+    """A header's exact value (nginx: the composite key's field fld)."""
+    return (f'header = {{ name = "{name}", exact = "{v}" }}', f"{{ req.hdr({name}) -m str {v} }}",
+            field(fld, rx(v) + "[|]"), ("GET", "/", {name: v}))
+
+
+def one_of(key, name, fld, v, toml_value):
+    """graygate's city or channel condition (read from header name) holding v."""
+    return (f"{key} = [{toml_value}]", f"{{ req.hdr({name}) -m str {v} }}",
+            field(fld, rx(v) + "[|]"), ("GET", "/", {name: v}))
+
+
 def rule(kind, i):
     """(graygate match, HAProxy condition, nginx regex, probe) for rule i of this kind.
 
     probe: (method, path, headers) of a request that this rule matches and no rule
     before it does; the benchmark checks each proxy sends it to green."""
     if kind == "header-exact":
-        v = f"group-{i}"
-        return (f'header = {{ name = "x-user-group", exact = "{v}" }}',
-                f"{{ req.hdr(x-user-group) -m str {v} }}",
-                field("group", rx(v) + "[|]"), ("GET", "/", {"x-user-group": v}))
+        return exact_header("x-user-group", "group", f"group-{i}")
     if kind == "header-prefix":
         v = f"pfx-{i}-"
         return (f'header = {{ name = "x-user-group", prefix = "{v}" }}',
@@ -92,18 +101,13 @@ def rule(kind, i):
                 f"{{ req.hdr(x-user-id) -m str {a} {b} }}",
                 field("uid", f"(?:{a}|{b})[|]"), ("GET", "/", {"x-user-id": b}))
     if kind == "tenant":
-        v = f"tenant-{i}"
-        return (f'header = {{ name = "x-tenant", exact = "{v}" }}',
-                f"{{ req.hdr(x-tenant) -m str {v} }}",
-                field("tenant", rx(v) + "[|]"), ("GET", "/", {"x-tenant": v}))
+        return exact_header("x-tenant", "tenant", f"tenant-{i}")
     if kind == "city":
         v = str(100000 + i)
-        return (f"city = [{v}]", f"{{ req.hdr(x-city-id) -m str {v} }}",
-                field("city", v + "[|]"), ("GET", "/", {"x-city-id": v}))
+        return one_of("city", "x-city-id", "city", v, v)
     if kind == "channel":
         v = f"ch{i}"
-        return (f'channel = ["{v}"]', f"{{ req.hdr(x-channel) -m str {v} }}",
-                field("channel", v + "[|]"), ("GET", "/", {"x-channel": v}))
+        return one_of("channel", "x-channel", "channel", v, f'"{v}"')
     if kind == "two-conditions":
         t, c = f"t{i}-", f"web{i}"
         return (f'header = {{ name = "x-tenant", prefix = "{t}" }}, channel = ["{c}"]',

@@ -7,13 +7,11 @@ import statistics
 import sys
 import time
 
+import mixed_rules
+
 OUT = sys.stdout  # bench.py replaces it with a tee into the report file
 
 PROXY_KINDS = ("graygate", "nginx", "haproxy")
-# The other option of each proxy, where a shape has one: (default, other) per proxy.
-OPTION_NAMES = {"nginx-stream": "nginx, streaming (proxy_request_buffering off, proxy_buffering off)",
-                "haproxy-buffer": "HAProxy, buffering (option http-buffer-request)",
-                "haproxy-nodelay": "HAProxy, option http-no-delay"}
 
 
 def log(msg):
@@ -163,8 +161,8 @@ class Report:
             "wrk offers no ALPN and gets HTTP/1.1; h2load offers h2.")
         say()
         rows = [[t, c.get("protocol") or "n/a", c.get("cipher") or "n/a", c.get("alpn") or "n/a",
-                 c.get("key") or "n/a"] for t, c in R["tls_check"].items()]
-        table(["target", "protocol", "cipher suite", "ALPN (h2 offered)", "signature"], rows)
+                 c.get("kx") or "n/a"] for t, c in R["tls_check"].items()]
+        table(["target", "protocol", "cipher suite", "ALPN (h2 offered)", "key exchange"], rows)
 
     # ---------------------------------------------------------------------- one shape
     def shape(self, lay, R, key, S):
@@ -372,7 +370,7 @@ class Report:
             f"so only the LAST rule matches (graygate: a chain of N rules; HAProxy: N `use_backend` "
             f"lines; nginx: one `map` of N entries, a hash lookup, so not a chain). "
             f"mixed: N rules of interleaved kinds ({mode} kinds: "
-            f"{', '.join(__import__('mixed_rules').kinds(mode))}), only the LAST matches (graygate: a chain; "
+            f"{', '.join(mixed_rules.kinds(mode))}), only the LAST matches (graygate: a chain; "
             f"HAProxy: N `use_backend` lines; nginx: one `map` of N regexes over a composite key, tried "
             f"in order).")
         say()
