@@ -788,7 +788,7 @@ class Bench:
         R = self.results["layouts"].setdefault(layout, {})
         R["workers"], R["wrk_threads"], R["proxy_cpus"], R["client_cpus"] = \
             workers, threads, proxy_cpus or "any", client_cpus or "any"
-        shapes = [SHAPES[k] for s in a.sections for k in SECTION_SHAPES.get(s, [])]
+        shapes = [SHAPES[k] for s in SECTIONS if s in a.sections for k in SECTION_SHAPES.get(s, [])]
         memory = "memory" in a.sections and a.idle_conns > 0
         if shapes or memory:
             log(f"layout {layout}: starting origin and proxies (workers={workers})")
@@ -1115,7 +1115,7 @@ def cpu_model():
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--graygate", required=True, help="path to the release graygate binary")
+    ap.add_argument("--graygate", help="path to the release graygate binary (required to measure)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 repetition, 5 s runs")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma list of {','.join(SECTIONS)} (default: all). get/post/h2/tls/stream/memory "
@@ -1147,7 +1147,13 @@ def parse_args():
     ap.add_argument("--workdir", default=None, help="configs, logs, results.json (default: a new temp dir)")
     ap.add_argument("--cmdline", default=None, help="(run.sh) the command line to print")
     ap.add_argument("--report", default=None, help="also write the report (markdown) here")
+    ap.add_argument("--from-results", default=None, metavar="RESULTS_JSON",
+                    help="measure nothing: print the report of an earlier run from its results.json")
     a = ap.parse_args()
+    if a.from_results:
+        return a
+    if not a.graygate:
+        ap.error("--graygate is required")
     a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
     unknown = [s for s in a.sections if s not in SECTIONS]
     if unknown:
@@ -1169,6 +1175,11 @@ def parse_args():
 def main():
     global PGID_FILE
     a = parse_args()
+    if a.from_results:
+        with open(a.from_results) as f:
+            results = json.load(f)
+        report.Report(argparse.Namespace(**results["settings"]), results).render()
+        return
     set_ports(a.port_offset)
     os.makedirs(a.workdir, exist_ok=True)
     PGID_FILE = os.path.join(a.workdir, "pgids")

@@ -110,6 +110,8 @@ class Report:
         if any(R.get("routing") for R in L.values()):
             self.routing(L)
         for lay, R in L.items():
+            if not (R.get("shapes") or R.get("memory") or R.get("stream")):
+                continue  # a layout that ran only the growth section (which is its own)
             title = ("one worker: proxy pinned to core 0, the load generator and the origin on core 1"
                      if R["proxy_cpus"] != "any" else f"{R['workers']} workers, nothing pinned")
             say(f"## Layout {lay}: {title}")
