@@ -2,13 +2,19 @@
 """Side-by-side load benchmark driver: graygate vs nginx vs HAProxy (stdlib only).
 
 run.sh installs the tools, builds graygate and then runs this file. It can also be run
-by itself once nginx, haproxy, wrk, oha and a release graygate are there:
+by itself once nginx, haproxy, wrk, h2load, oha, openssl and a release graygate are
+there:
 
-    python3 benches/load/bench.py --graygate target/release/graygate [--quick]
+    python3 benches/load/bench.py --graygate target/release/graygate [--quick] [--sections post]
 
 Every process it starts runs in its own session (process group); all of them are
 killed at exit, on SIGINT/SIGTERM/SIGHUP as well. Every external command runs with a
 hard timeout. Only 127.0.0.1 is used.
+
+Files beside it: configs.py (the proxies' and the origin's configs), mixed_rules.py
+(the mixed rule chain), report.py (the markdown report), load.lua (wrk's requests),
+idle_conns.py (the memory test's client), stream_origin.py and stream_client.py (the
+streamed-answer section).
 """
 import argparse
 import atexit
@@ -23,23 +29,95 @@ import select
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+
+import configs
+import mixed_rules
+import report
+from report import fmt, log, med, ms, say
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LUA = os.path.join(HERE, "load.lua")
 IDLE = os.path.join(HERE, "idle_conns.py")
+STREAM_ORIGIN = os.path.join(HERE, "stream_origin.py")
+STREAM_CLIENT = os.path.join(HERE, "stream_client.py")
 CLK = os.sysconf("SC_CLK_TCK")
 
-# Ports (127.0.0.1 only).
-ORIGIN = {"blue": 18001, "green": 18002, "canary": 18003}
-PORT = {"direct": ORIGIN["blue"], "graygate": 18080, "nginx": 18081, "haproxy": 18082}
-GG_ADMIN = 18901
 PROXIES = ["graygate", "nginx", "haproxy"]
-TARGETS = ["direct"] + PROXIES
+# Every target but direct: (proxy process, listener or None for the shape's own). The
+# variants are other listeners of the same process with one request-handling option
+# changed (configs.py).
+TARGET = {
+    "graygate": ("graygate", None),
+    "nginx": ("nginx", None),
+    "haproxy": ("haproxy", None),
+    "nginx-stream": ("nginx", "stream"),
+    "haproxy-buffer": ("haproxy", "buffer"),
+    "haproxy-nodelay": ("haproxy", "nodelay"),
+}
+BASE_TARGETS = ["direct", "graygate", "nginx", "haproxy"]
+POST_TARGETS = ["direct", "graygate", "nginx", "nginx-stream", "haproxy", "haproxy-buffer"]
+STREAM_TARGETS = ["direct", "graygate", "nginx", "nginx-stream", "haproxy", "haproxy-nodelay"]
+
+SECTIONS = ["get", "post", "h2", "tls", "stream", "memory", "rules"]
+
+# Ports (127.0.0.1 only), moved as one by --port-offset; see set_ports.
+P = {}
+
+
+def set_ports(offset):
+    o = offset
+    P.clear()
+    P.update({
+        "origin": {"blue": 18001 + o, "green": 18002 + o, "canary": 18003 + o, "status": 18004 + o,
+                   "blue-h2c": 18011 + o, "blue-tls": 18012 + o},
+        "stream_origin": 18005 + o,
+        "main_base": 18080 + o,      # the proxies: base + configs.LISTENERS offsets (18080-18092)
+        "stream_base": 18180 + o,    # the stream section's proxies (18180-18192)
+        "admin": 18901 + o, "stream_admin": 18902 + o,
+        "growth_base": 18100 + o,    # one port per growth variant (18100-18117)
+        "growth_admin": 18950 + o,   # (18950-18967)
+    })
+
+
+def all_ports():
+    ports = list(P["origin"].values()) + [P["stream_origin"], P["admin"], P["stream_admin"]]
+    for base in (P["main_base"], P["stream_base"]):
+        ports += [base + off for lst in configs.LISTENERS.values() for off in lst.values()]
+    ports += [P["growth_base"] + i for i in range(18)] + [P["growth_admin"] + i for i in range(18)]
+    return sorted(set(ports))
+
+
+class Shape:
+    """One request shape of the max-load sections: a load tool, the listener it hits,
+    the targets, wrk script arguments and, where the shape has one, its fixed-rate
+    latency test."""
+
+    def __init__(self, key, title, tool, listener, targets, lua=(), latency=None):
+        self.key, self.title, self.tool, self.listener = key, title, tool, listener
+        self.targets, self.lua, self.latency = targets, list(lua), latency
+
+
+POST_ARGS = ["method=POST", "path=/v1/chat/completions"]
+SHAPES = {
+    "get": Shape("get", "GET, no body, HTTP/1.1 keep-alive (wrk)", "wrk", "main", BASE_TARGETS,
+                 latency={}),
+    "post-2k": Shape("post-2k", "POST, 2 KiB JSON body, HTTP/1.1 keep-alive (wrk)", "wrk", "main",
+                     POST_TARGETS, POST_ARGS + ["body=2048"], latency={"body": 2048}),
+    "post-64k": Shape("post-64k", "POST, 64 KiB JSON body, HTTP/1.1 keep-alive (wrk)", "wrk", "main",
+                      POST_TARGETS, POST_ARGS + ["body=65536"]),
+    "h2c": Shape("h2c", "GET over h2c, prior knowledge (h2load)", "h2load", "h2c", BASE_TARGETS,
+                 latency={"http2": True}),
+    "tls-h1": Shape("tls-h1", "GET over HTTP/1.1 and TLS 1.3, keep-alive (wrk)", "wrk", "tls", BASE_TARGETS),
+    "tls-h2": Shape("tls-h2", "GET over h2 and TLS 1.3 (h2load)", "h2load", "tls", BASE_TARGETS),
+}
+SECTION_SHAPES = {"get": ["get"], "post": ["post-2k", "post-64k"], "h2": ["h2c"], "tls": ["tls-h1", "tls-h2"]}
+# the shapes an --strace-origin pass follows
+STRACE_SHAPES = ("get", "post-2k", "post-64k")
 
 N_IDS = 1000           # distinct user ids the load cycles through (see load.lua)
 ID_BASE = 1000000
@@ -54,19 +132,7 @@ if _SOFT < FD_LIMIT:
     resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, _HARD))
 MAX_CONNS = max(1024, min(20000, (FD_LIMIT - 200) // 2))
 
-OUT = sys.stdout
 
-
-def log(msg):
-    """Progress lines go to stderr, so stdout holds only the report."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def say(line=""):
-    print(line, file=OUT, flush=True)
-
-
-# --------------------------------------------------------------------------- processes
 
 STARTED = []  # every Popen we started (each is a session / process-group leader)
 PGID_FILE = None
@@ -243,19 +309,22 @@ class Window:
         user1, system1 = cpu_split(self.proxy_pids)
         self.proxy_user = user1 - self.p0[0]
         self.proxy = self.proxy_user + system1 - self.p0[1]
-        own = self.proxy + cpu_seconds(self.origin_pids) - self.o0 + own_rusage() - self.r0
+        self.origin = cpu_seconds(self.origin_pids) - self.o0
+        own = self.proxy + self.origin + own_rusage() - self.r0
         self.other_pct = max(0.0, (busy1 - self.m0[0]) - own) * 100 / wall
         self.steal_pct = (steal1 - self.m0[1]) * 100 / wall
         return False
 
-    def fill(self, r):
+    def fill(self, r, unit="requests"):
+        """Per-unit figures into the run's result r (unit: the count they divide by)."""
+        n = r.get(unit)
         r["cpu_s"] = self.proxy if self.proxy_pids else None
-        r["cpu_us_per_req"] = (self.proxy * 1e6 / r["requests"]
-                               if self.proxy_pids and r.get("requests") else None)
+        # the origin's own CPU per request: what each proxy makes the upstream spend
+        r["origin_us_per_req"] = self.origin * 1e6 / n if self.origin_pids and n else None
+        r["cpu_us_per_req"] = self.proxy * 1e6 / n if self.proxy_pids and n else None
         # The user-space part: the kernel's share (the same syscalls for every proxy)
         # bounds how far any proxy's total can drop below another's.
-        r["user_us_per_req"] = (self.proxy_user * 1e6 / r["requests"]
-                                if self.proxy_pids and r.get("requests") else None)
+        r["user_us_per_req"] = self.proxy_user * 1e6 / n if self.proxy_pids and n else None
         r["other_pct"], r["steal_pct"] = self.other_pct, self.steal_pct
         return r
 
@@ -275,6 +344,9 @@ def wait_port(port, timeout=15.0, proc=None):
 
 # --------------------------------------------------------------------------- configs
 
+
+# --------------------------------------------------------------------------- requests
+
 def load_ids():
     return [str(ID_BASE + i) for i in range(N_IDS)]
 
@@ -285,195 +357,13 @@ def whitelist_ids(total, from_load):
     return ids
 
 
-def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
-def origin_conf(d, workers):
-    servers = "".join(
-        f"""    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{ return 200 "{pool}\\n"; }}
-    }}
-""" for pool, port in ORIGIN.items())
-    return write(f"{d}/origin/nginx.conf", f"""# origin: three pools, each answers its own name
-daemon off;
-master_process on;
-worker_processes {workers};
-worker_rlimit_nofile {FD_LIMIT};
-pid {d}/origin/nginx.pid;
-error_log {d}/origin/error.log warn;
-events {{ worker_connections {MAX_CONNS}; }}
-http {{
-    access_log off;
-    default_type text/plain;
-    keepalive_timeout 75s;
-    keepalive_requests 10000000;
-    client_body_temp_path {d}/origin/tmp;
-    proxy_temp_path {d}/origin/tmp;
-    fastcgi_temp_path {d}/origin/tmp;
-    uwsgi_temp_path {d}/origin/tmp;
-    scgi_temp_path {d}/origin/tmp;
-{servers}}}
-""")
-
-
-def graygate_conf(d, workers, port, admin, whitelist=None, group_rules=0):
-    """The job as graygate does it; group_rules=N gives the N-header-rule chain instead."""
-    pools = "".join(f'[pools.{p}]\nendpoints = ["127.0.0.1:{o}"]\n\n' for p, o in ORIGIN.items())
-    if group_rules:
-        rules = "".join(f"""[[rules]]
-name = "group-{i}"
-match = {{ header = {{ name = "x-user-group", exact = "group-{i}" }} }}
-to = "canary"
-
-""" for i in range(1, group_rules + 1))
-    else:
-        write(f"{d}/whitelist.txt", "\n".join(whitelist) + "\n")
-        rules = """[[rules]]
-name = "canary-header"
-match = { header = { name = "x-canary", exact = "true" } }
-to = "canary"
-
-[[rules]]
-name = "whitelist"
-match = { whitelist_file = "whitelist.txt" }
-to = "canary"
-
-[[rules]]
-name = "permille-50"
-match = { permille = 50 }
-to = "canary"
-"""
-    return write(f"{d}/graygate.toml", f"""# graygate for the load benchmark: no [log] table = no access log
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-workers = {workers}
-
-[limits]
-max_connections = {MAX_CONNS}
-
-{pools}[routing]
-stable = "blue"
-user_key = {{ header = "x-user-id" }}
-
-{rules}""")
-
-
-def nginx_conf(d, workers, port, whitelist=None, group_rules=0):
-    upstreams = "".join(f"""    upstream {p} {{
-        server 127.0.0.1:{o};
-        keepalive 64;
-        keepalive_requests 10000000;
-        keepalive_timeout 60s;
-    }}
-""" for p, o in ORIGIN.items())
-    if group_rules:
-        entries = "".join(f"        group-{i} canary;\n" for i in range(1, group_rules + 1))
-        routing = f"""    map $http_x_user_group $pool {{
-        default blue;
-{entries}    }}
-"""
-    else:
-        write(f"{d}/whitelist.map", "".join(f"{u} canary;\n" for u in whitelist))
-        routing = f"""    # first match wins: x-canary, then the whitelist, then 5 % hashed on x-user-id
-    map $http_x_canary $pool {{
-        default $pool_whitelist;
-        "true"  canary;
-    }}
-    map $http_x_user_id $pool_whitelist {{
-        default $pool_permille;
-        ""      blue;               # no user id: no whitelist, no per-mille
-        include {d}/whitelist.map;
-    }}
-    split_clients "${{http_x_user_id}}" $pool_permille {{
-        5%      canary;
-        *       blue;
-    }}
-"""
-    return write(f"{d}/nginx.conf", f"""daemon off;
-master_process on;
-worker_processes {workers};
-worker_rlimit_nofile {FD_LIMIT};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections {MAX_CONNS * 2}; }}
-http {{
-    access_log off;
-    keepalive_timeout 75s;
-    keepalive_requests 10000000;
-    map_hash_max_size 65536;
-    map_hash_bucket_size 128;
-    client_body_temp_path {d}/tmp;
-    proxy_temp_path {d}/tmp;
-    fastcgi_temp_path {d}/tmp;
-    uwsgi_temp_path {d}/tmp;
-    scgi_temp_path {d}/tmp;
-
-{routing}
-{upstreams}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{
-            proxy_pass http://$pool;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-        }}
-    }}
-}}
-""")
-
-
-def haproxy_conf(d, workers, port, whitelist=None, group_rules=0):
-    if group_rules:
-        routing = "".join(
-            f"    use_backend canary if {{ req.hdr(x-user-group) -m str group-{i} }}\n"
-            for i in range(1, group_rules + 1))
-    else:
-        write(f"{d}/whitelist.txt", "\n".join(whitelist) + "\n")
-        routing = f"""    acl canary_header req.hdr(x-canary) -m str true
-    acl whitelisted   req.hdr(x-user-id) -m str -f {d}/whitelist.txt
-    acl permille_50   req.hdr(x-user-id),crc32(1),mod(1000) lt 50
-    use_backend canary if canary_header
-    use_backend canary if whitelisted
-    use_backend canary if permille_50
-"""
-    backends = "".join(f"""backend {p}
-    server {p}1 127.0.0.1:{o}
-
-""" for p, o in ORIGIN.items())
-    return write(f"{d}/haproxy.cfg", f"""global
-    nbthread {workers}
-    maxconn {MAX_CONNS}
-    # no log line: no logging
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    option forwardfor
-    timeout connect 2s
-    timeout client 75s
-    timeout server 30s
-    timeout http-request 10s
-    timeout http-keep-alive 75s
-
-frontend gray
-    bind 127.0.0.1:{port}
-    maxconn {MAX_CONNS}
-    http-request set-header X-Forwarded-Proto http
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-{routing}    default_backend blue
-
-{backends}""")
+def json_body(size):
+    """The JSON body load.lua sends, byte for byte (for oha's fixed-rate POST)."""
+    head = '{"model":"bench-model","stream":false,"max_tokens":256,"messages":[{"role":"user","content":"'
+    tail = '"}]}'
+    pad = size - len(head) - len(tail)
+    words = "the quick brown fox jumps over the lazy dog "
+    return (head + (words * (pad // len(words) + 1))[:pad] + tail).encode()
 
 
 # --------------------------------------------------------------------------- services
@@ -502,23 +392,28 @@ class Service:
         self.proc = None
 
 
-def make_proxy(kind, d, workers, port, cpus, gg_bin, admin=GG_ADMIN, whitelist=None, group_rules=0):
+def make_proxy(kind, d, workers, base, cpus, gg_bin, admin, upstreams, job, tls=None):
+    """One proxy instance. job: configs.three_rule_job / group_rule_job / a mixed chain
+    (its per-proxy parts); tls: the certificate, which also gives the instance every
+    listener (configs.LISTENERS), None: the main listener only."""
     os.makedirs(f"{d}/tmp", exist_ok=True)
+    port = base + configs.LISTENERS[kind]["main"]
     if kind == "graygate":
-        conf = graygate_conf(d, workers, port, admin, whitelist, group_rules)
+        conf = configs.graygate_conf(d, workers, base, admin, upstreams, MAX_CONNS, job["graygate"], tls,
+                                     job.get("graygate_routing", ""))
         rc, _, err = run([gg_bin, "check", "--config", conf], 60)
         if rc != 0:
             raise RuntimeError(f"graygate check failed for {conf}:\n{err}")
         env = dict(os.environ, RUST_LOG="warn")
         return Service(kind, [gg_bin, "run", "--config", conf], port, cpus, d, env)
     if kind == "nginx":
-        conf = nginx_conf(d, workers, port, whitelist, group_rules)
+        conf = configs.nginx_conf(d, workers, base, upstreams, MAX_CONNS, FD_LIMIT, job["nginx"], tls)
         rc, _, err = run(["nginx", "-t", "-p", d, "-c", conf, "-e", f"{d}/error.log"], 60)
         if rc != 0:
             raise RuntimeError(f"nginx -t failed for {conf}:\n{err}")
         return Service(kind, ["nginx", "-p", d, "-c", conf, "-e", f"{d}/error.log"], port, cpus, d)
     if kind == "haproxy":
-        conf = haproxy_conf(d, workers, port, whitelist, group_rules)
+        conf = configs.haproxy_conf(d, workers, base, upstreams, MAX_CONNS, job["haproxy"], tls)
         rc, _, err = run(["haproxy", "-c", "-f", conf], 60)
         if rc != 0:
             raise RuntimeError(f"haproxy -c failed for {conf}:\n{err}")
@@ -548,22 +443,57 @@ def parse_wrk(text):
     return r
 
 
-def wrk(port, seconds, threads, conns, cpus, group=None):
-    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s",
-            "-s", LUA, f"http://127.0.0.1:{port}/"]
-    if group:
-        argv += ["--", group]
+def wrk(url, seconds, threads, conns, cpus, lua_args=()):
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s", "-s", LUA, url]
+    if lua_args:
+        argv += ["--"] + list(lua_args)
     rc, out, err = run(argv, seconds + 60, cpus=cpus)
     r = parse_wrk(out)
     r["rc"], r["raw"] = rc, out + err
     return r
 
 
-def oha(port, seconds, rate, conns, cpus, uid):
+def parse_h2load(text):
+    r = {"requests": 0, "rps": 0.0, "non2xx": 0, "sock_errors": 0, "seconds": 0.0, "protocol": None}
+    m = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", text)
+    if m:
+        r["seconds"] = float(m.group(1)) * {"s": 1, "ms": 1e-3, "us": 1e-6}.get(m.group(2), 1)
+        r["rps"] = float(m.group(3))
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", text)
+    if m:
+        r["requests"] = int(m.group(4))
+        r["sock_errors"] = int(m.group(6)) + int(m.group(7))
+        r["failed"] = int(m.group(5))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if m:
+        r["non2xx"] = int(m.group(2)) + int(m.group(3)) + int(m.group(4))
+    m = re.search(r"Application protocol: (\S+)", text)
+    if m:
+        r["protocol"] = m.group(1)
+    return r
+
+
+def h2load(url, seconds, threads, conns, streams, cpus, headers):
+    argv = ["h2load", "-t", str(threads), "-c", str(conns), "-m", str(streams), "-D", str(seconds)]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    rc, out, err = run(argv + [url], seconds + 60, cpus=cpus)
+    r = parse_h2load(out)
+    if r["protocol"] not in ("h2", "h2c"):
+        r["sock_errors"] += 1  # not HTTP/2: the row is not the shape it claims
+    r["rc"], r["raw"] = rc, out + err
+    return r
+
+
+def oha(url, seconds, rate, conns, cpus, uid, body_file=None, http2=False, parallel=1):
     argv = ["oha", "--no-tui", "--output-format", "json", "--latency-correction",
-            "-q", str(rate), "-z", f"{seconds}s", "-c", str(conns),
-            "-H", f"x-user-id: {uid}", f"http://127.0.0.1:{port}/"]
-    rc, out, err = run(argv, seconds + 60, cpus=cpus)
+            "-q", str(rate), "-z", f"{seconds}s", "-c", str(conns), "-H", f"x-user-id: {uid}"]
+    if body_file:
+        argv += ["-m", "POST", "-D", body_file, "-T", "application/json"]
+    if http2:
+        argv += ["--http2", "-p", str(parallel)]
+    rc, out, err = run(argv + [url], seconds + 60, cpus=cpus)
     r = {"rc": rc, "p50": None, "p99": None, "p999": None, "rps": 0.0, "requests": 0,
          "non2xx": 0, "errors": 0, "raw": err[-2000:]}
     try:
@@ -586,16 +516,127 @@ def oha(port, seconds, rate, conns, cpus, uid):
     return r
 
 
-def fetch(port, headers):
+def stream_client(port, seconds, conns, cpus, uid):
+    argv = [sys.executable, STREAM_CLIENT, "--port", str(port), "--conns", str(conns),
+            "--duration", str(seconds), "--uid", uid, "--deadline", str(seconds + 30)]
+    rc, out, err = run(argv, seconds + 60, cpus=cpus)
+    try:
+        r = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        r = {"streams": 0, "streamed": 0, "bad": 0, "errors": 1, "raw": (out + err)[-2000:]}
+    r["rc"] = rc
+    return r
+
+
+def origin_status(port):
+    """(accepted connections, requests) of the nginx origin so far, from stub_status."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/")
+        text = c.getresponse().read().decode()
+        c.close()
+        accepts, _handled, requests = (int(x) for x in text.splitlines()[2].split())
+        return accepts, requests
+    except (OSError, ValueError, IndexError, http.client.HTTPException):
+        return None
+
+
+def origin_segments(ports):
+    """{(local, peer): data segments received} of the origin's established connections,
+    from the kernel's per-socket counters (`ss -ti`): how many TCP segments carried
+    the requests each proxy sent (a request split over several writes takes more)."""
+    flt = " or ".join(f"sport = :{p}" for p in ports)
+    rc, out, _ = run(["ss", "-tinH", "state", "established", f"( {flt} )"], 20)
+    conns, key = {}, None
+    for line in out.splitlines():
+        if not line[:1].isspace():
+            f = line.split()
+            key = (f[-2], f[-1]) if len(f) >= 2 else None
+        elif key:
+            m = re.search(r"data_segs_in:(\d+)", line)
+            conns[key] = int(m.group(1)) if m else 0
+    return conns if rc == 0 else None
+
+
+def segments_between(before, after):
+    """Data segments the origin received between two origin_segments readings (those of
+    connections closed in between are not counted)."""
+    if before is None or after is None:
+        return None
+    total = 0
+    for key, n in after.items():
+        was = before.get(key, 0)
+        total += n - was if n >= was else n  # a smaller count: a new connection on the same ports
+    return total
+
+
+class MidRun(threading.Thread):
+    """Takes read() twice while a load run goes on: 1 s after it starts and 1 s before it
+    ends; result() gives what the origin did in between: requests, connections accepted,
+    data segments received."""
+
+    def __init__(self, seconds, read):
+        super().__init__(daemon=True)
+        self.t0, self.seconds, self.read, self.readings = time.time(), seconds, read, []
+        if seconds >= 3:
+            self.start()
+
+    def run(self):
+        for at in (1.0, self.seconds - 1.0):
+            time.sleep(max(0.0, self.t0 + at - time.time()))
+            self.readings.append(self.read())
+
+    def result(self):
+        if self.is_alive():
+            self.join(timeout=5)
+        if len(self.readings) != 2:
+            return None
+        (st0, seg0), (st1, seg1) = self.readings
+        if not (st0 and st1):
+            return None
+        return {"requests": st1[1] - st0[1] - 1, "conns": st1[0] - st0[0] - 1,
+                "segments": segments_between(seg0, seg1)}
+
+
+def strace_summary(path):
+    """{syscall: calls} from an `strace -c` table."""
+    calls = {}
+    try:
+        for line in open(path):
+            f = line.split()
+            # % time, seconds, usecs/call, calls, [errors], syscall
+            if len(f) >= 5 and f[0].replace(".", "", 1).isdigit() and f[3].isdigit():
+                calls[f[-1]] = int(f[3])
+    except OSError:
+        pass
+    calls.pop("total", None)
+    return calls
+
+
+def tls_handshake(port, cpus):
+    """What a client gets from this TLS listener: protocol, cipher, ALPN (h2 offered
+    first), key exchange."""
+    rc, out, err = run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                        "-alpn", "h2,http/1.1"], 20, cpus=cpus, stdin_data=b"Q\n")
+    text = out + err
+    got = {}
+    for key, pat in (("protocol", r"New, (TLSv[\d.]+), Cipher is"), ("cipher", r"Cipher is (\S+)"),
+                     ("alpn", r"ALPN protocol: (\S+)"), ("kx", r"Server Temp Key: ([^\n]+)")):
+        m = re.search(pat, text)
+        got[key] = m.group(1).strip() if m else None
+    return got
+
+
+def fetch(port, headers, method="GET", path="/"):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        c.request("GET", "/", headers=headers)
+        c.request(method, path, headers=headers)
         resp = c.getresponse()
         return resp.status, resp.read().decode(errors="replace").strip()
+    except (OSError, http.client.HTTPException) as e:
+        return None, f"error: {e}"
     finally:
         c.close()
-
-
 def routing_check(port):
     """Send each of the 1,000 load requests once; return (pool per id, counts, semantics)."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -650,53 +691,6 @@ def idle_memory(svc, n, cpus):
     return res
 
 
-# --------------------------------------------------------------------------- stats, tables
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def fmt(x, nd=1):
-    if x is None:
-        return "n/a"
-    if isinstance(x, str):
-        return x
-    return f"{x:,.{nd}f}"
-
-
-def ratio(a, b, nd=2):
-    if a is None or b is None or b == 0:
-        return "n/a"
-    return f"{a / b:.{nd}f}"
-
-
-def table(header, rows):
-    say("| " + " | ".join(header) + " |")
-    say("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
-    for r in rows:
-        say("| " + " | ".join(str(c) for c in r) + " |")
-    say()
-
-
-def ms(x):
-    return None if x is None else x * 1000.0
-
-
-def other_load(runs):
-    """Median share of one core used by other processes during these runs."""
-    v = med([r.get("other_pct") for r in runs])
-    return "n/a" if v is None else f"{v:.0f} %"
-
-
-def noise_line(runs):
-    o = [r["other_pct"] for r in runs if r.get("other_pct") is not None]
-    st = [r["steal_pct"] for r in runs if r.get("steal_pct") is not None]
-    if not o:
-        return ""
-    return (f"Machine noise during these runs: processes outside the benchmark used a median of "
-            f"{statistics.median(o):.0f} % of one core (max {max(o):.0f} %); hypervisor steal "
-            f"median {statistics.median(st):.0f} % (max {max(st):.0f} %).")
 
 
 # --------------------------------------------------------------------------- phases
@@ -705,10 +699,12 @@ class Bench:
     def __init__(self, a):
         self.a = a
         self.work = a.workdir
-        self.results = {"settings": vars(a).copy(), "layouts": {}, "growth": {}}
+        self.results = {"settings": vars(a).copy(), "layouts": {}, "growth": {}, "notes": []}
         self.multi = os.cpu_count() and os.cpu_count() >= 2 and not a.no_pin
         self.origin = None
         self.proxies = {}
+        self.tls = configs.tls_cert(self.work, run)
+        self.body_files = {}
 
     # layouts: "1w" = one worker, proxy on core 0, client+origin on core 1; "2w": unpinned
     def cpus(self, layout):
@@ -716,43 +712,74 @@ class Bench:
             return "0", "1"
         return None, None
 
+    def upstreams(self):
+        return {p: P["origin"][p] for p in ("blue", "green", "canary")}
+
     def start_origin(self, layout):
         if self.origin:
             self.origin.stop()
         _, client_cpus = self.cpus(layout)
         d = f"{self.work}/{layout}/origin-run"
         os.makedirs(f"{self.work}/{layout}/origin/tmp", exist_ok=True)
-        conf = origin_conf(f"{self.work}/{layout}", 1 if layout == "1w" else 2)
+        conf = configs.origin_conf(f"{self.work}/{layout}", 1 if layout == "1w" else 2, P["origin"],
+                                   MAX_CONNS, FD_LIMIT, self.tls)
         os.makedirs(d, exist_ok=True)
         argv = ["nginx", "-p", f"{self.work}/{layout}/origin", "-c", conf,
                 "-e", f"{self.work}/{layout}/origin/error.log"]
-        self.origin = Service("origin", argv, ORIGIN["blue"], client_cpus, d)
+        self.origin = Service("origin", argv, P["origin"]["blue"], client_cpus, d)
         self.origin.start()
-        for port in ORIGIN.values():
+        for port in P["origin"].values():
             if not wait_port(port, 10):
                 raise RuntimeError(f"origin port {port} not up")
 
-    def start_proxies(self, layout, workers):
+    def start_proxies(self, layout, workers, base, admin, upstreams, tag):
+        """One instance of each proxy with every listener; returns {kind: Service}."""
+        proxy_cpus, _ = self.cpus(layout)
+        wl = whitelist_ids(self.a.whitelist, WL_FROM_LOAD)
+        started = {}
+        try:
+            for kind in PROXIES:
+                d = f"{self.work}/{layout}/{tag}{kind}"
+                job = configs.three_rule_job(d, wl)
+                svc = make_proxy(kind, d, workers, base, proxy_cpus, self.a.graygate, admin, upstreams, job,
+                                 self.tls)
+                started[kind] = svc.start()
+        except Exception:
+            for s in started.values():
+                s.stop()
+            raise
+        return started
+
+    def stop_proxies(self):
         for s in self.proxies.values():
             s.stop()
         self.proxies = {}
-        proxy_cpus, _ = self.cpus(layout)
-        wl = whitelist_ids(self.a.whitelist, WL_FROM_LOAD)
-        for kind in PROXIES:
-            d = f"{self.work}/{layout}/{kind}"
-            svc = make_proxy(kind, d, workers, PORT[kind], proxy_cpus, self.a.graygate, whitelist=wl)
-            self.proxies[kind] = svc.start()
 
     def restart_proxy(self, kind):
         svc = self.proxies[kind]
         svc.stop()
         svc.start()
 
-    def pids_of(self, target):
+    def target_port(self, shape_listener, target, base, direct_port):
+        if target == "direct":
+            return direct_port
+        kind, own = TARGET[target]
+        return base + configs.LISTENERS[kind][own or shape_listener]
+
+    def shape_url(self, shape, target):
+        direct = {"main": P["origin"]["blue"], "h2c": P["origin"]["blue-h2c"],
+                  "tls": P["origin"]["blue-tls"]}[shape.listener]
+        port = self.target_port(shape.listener, target, P["main_base"], direct)
+        scheme = "https" if shape.listener == "tls" else "http"
+        path = "/v1/chat/completions" if shape.key.startswith("post") else "/"
+        return f"{scheme}://127.0.0.1:{port}{path}"
+
+    def pids_of(self, target, proxies=None):
         if target == "direct":
             return []
-        return self.proxies[target].pids()
+        return (proxies or self.proxies)[TARGET[target][0]].pids()
 
+    # ----------------------------------------------------------------------- layouts
     def layout(self, layout):
         a = self.a
         workers = 1 if layout == "1w" else 2
@@ -761,119 +788,274 @@ class Bench:
         R = self.results["layouts"].setdefault(layout, {})
         R["workers"], R["wrk_threads"], R["proxy_cpus"], R["client_cpus"] = \
             workers, threads, proxy_cpus or "any", client_cpus or "any"
-        log(f"layout {layout}: starting origin and proxies (workers={workers})")
-        self.start_origin(layout)
-        self.start_proxies(layout, workers)
+        shapes = [SHAPES[k] for s in SECTIONS if s in a.sections for k in SECTION_SHAPES.get(s, [])]
+        memory = "memory" in a.sections and a.idle_conns > 0
+        if shapes or memory:
+            log(f"layout {layout}: starting origin and proxies (workers={workers})")
+            self.start_origin(layout)
+            self.proxies = self.start_proxies(layout, workers, P["main_base"], P["admin"], self.upstreams(), "")
+            try:
+                self.routing_check(layout, R)
+                if any(s.listener == "tls" for s in shapes):
+                    R["tls_check"] = {t: tls_handshake(self.target_port("tls", t, P["main_base"],
+                                                                        P["origin"]["blue-tls"]), client_cpus)
+                                      for t in BASE_TARGETS}
+                for shape in shapes:
+                    self.measure_shape(layout, R, shape, threads)
+                if memory:
+                    self.memory(layout, R, threads)
+            finally:
+                self.stop_proxies()
+        if "stream" in a.sections:
+            self.stream(layout, R, workers)
 
-        # routing check: same requests, each proxy's pools
+    def routing_check(self, layout, R):
+        """Same requests through each proxy: pools, semantics, and the latency tests' id."""
         log(f"layout {layout}: routing check")
         chk = {}
         always_blue = None
         for t in PROXIES:
-            pools, counts, bad, sem = routing_check(PORT[t])
+            pools, counts, bad, sem = routing_check(self.target_port("main", t, P["main_base"], 0))
             chk[t] = {"counts": counts, "bad": bad, "sem": sem}
             blue_ids = {u for u, p in pools.items() if p == "blue"}
             always_blue = blue_ids if always_blue is None else always_blue & blue_ids
         # an id no proxy sends to canary (no x-canary, not whitelisted, not in any 5 %):
-        # the latency test sends it, so every proxy walks its whole rule chain
+        # the fixed-header tests (oha, h2load, streams) send it, so every proxy walks
+        # its whole rule chain
         blue_ok = sorted(u for u in (always_blue or set()) if (int(u) - ID_BASE) % 100 != 7)
         R["latency_uid"] = blue_ok[len(blue_ok) // 2] if blue_ok else str(ID_BASE + 500)
         R["routing"] = chk
 
-        # warm-up
-        for t in TARGETS:
-            wrk(PORT[t], 2, threads, a.conns, client_cpus)
+    def load_run(self, shape, target, seconds, threads, cpus, uid):
+        url = self.shape_url(shape, target)
+        if shape.tool == "wrk":
+            return wrk(url, seconds, threads, self.a.conns, cpus, shape.lua)
+        return h2load(url, seconds, threads, self.a.h2_conns, self.a.h2_streams, cpus, {"x-user-id": uid})
 
-        # max throughput + CPU per request, interleaved
-        runs = R.setdefault("max", {t: [] for t in TARGETS})
+    def measure_shape(self, layout, R, shape, threads):
+        a = self.a
+        _, client_cpus = self.cpus(layout)
+        uid = R["latency_uid"]
+        S = R.setdefault("shapes", {}).setdefault(shape.key, {})
+        S["title"], S["tool"] = shape.title, shape.tool
+        log(f"{layout} {shape.key}: warm-up")
+        for t in shape.targets:
+            self.load_run(shape, t, 2, threads, client_cpus, uid)
+
+        # max throughput + CPU per request (proxy and origin), interleaved
+        runs = S.setdefault("max", {t: [] for t in shape.targets})
+        origin_ports = [P["origin"][p] for p in ("blue", "green", "canary", "blue-h2c", "blue-tls")]
         for rep in range(a.reps):
-            for t in TARGETS:
+            for t in shape.targets:
+                s0 = origin_status(P["origin"]["status"])
+                # the origin's TCP counters, read twice while the load runs (a connection the
+                # client closes at the end takes its counters with it)
+                window = MidRun(a.duration, lambda: (origin_status(P["origin"]["status"]),
+                                                     origin_segments(origin_ports)))
                 with Window(self.pids_of(t), self.origin.pids()) as w:
-                    r = wrk(PORT[t], a.duration, threads, a.conns, client_cpus)
+                    r = self.load_run(shape, t, a.duration, threads, client_cpus, uid)
                 w.fill(r)
-                if r["rc"] == 0:
+                r["origin_window"] = window.result()
+                s1 = origin_status(P["origin"]["status"])
+                if s0 and s1:
+                    own = 1 + len(window.readings)  # the status requests' own connections
+                    r["origin_conns"] = s1[0] - s0[0] - own
+                    r["origin_requests"] = s1[1] - s0[1] - own
+                if r["rc"] == 0 and not r["sock_errors"]:
                     r.pop("raw")
                 runs[t].append(r)
-                log(f"{layout} max rep{rep + 1} {t:8s}: {r['rps']:>10,.0f} req/s  "
-                    f"cpu/req={fmt(r['cpu_us_per_req'])}us non2xx={r['non2xx']} sockerr={r['sock_errors']} "
+                log(f"{layout} {shape.key} rep{rep + 1} {t:15s}: {r['rps']:>10,.0f} req/s  "
+                    f"cpu/req={fmt(r['cpu_us_per_req'])}us origin/req={fmt(r['origin_us_per_req'])}us "
+                    f"origin_conns={r.get('origin_conns')} non2xx={r['non2xx']} sockerr={r['sock_errors']} "
                     f"other={r['other_pct']:.0f}% steal={r['steal_pct']:.0f}%")
 
-        # latency at a fixed rate: half of nginx's median max
-        nginx_max = med([r["rps"] for r in runs["nginx"]])
+        if shape.latency is not None:
+            self.latency(layout, S, shape, uid)
+        if a.strace_origin and shape.key in STRACE_SHAPES:
+            self.strace_origin(layout, S, shape, threads, uid)
+
+    def latency(self, layout, S, shape, uid):
+        """oha at a fixed rate, half of nginx's median max for this shape, interleaved."""
+        a = self.a
+        _, client_cpus = self.cpus(layout)
+        nginx_max = med([r["rps"] for r in S["max"]["nginx"]])
         rate = max(100, int(round((nginx_max or 2000) * 0.5)))
-        R["latency_rate"] = rate
-        lat = R.setdefault("latency", {t: [] for t in TARGETS})
+        S["latency_rate"] = rate
+        body_file = None
+        if shape.latency.get("body"):
+            size = shape.latency["body"]
+            body_file = self.body_files.get(size)
+            if not body_file:
+                body_file = self.body_files[size] = configs.write(f"{self.work}/body-{size}.json", "")
+                with open(body_file, "wb") as f:
+                    f.write(json_body(size))
+        http2 = shape.latency.get("http2", False)
+        # h2: the same connections and streams as h2load
+        conns, parallel = (a.h2_conns, a.h2_streams) if http2 else (a.conns, 1)
+        S["latency_clients"] = f"-c {conns}" + (f" -p {parallel} --http2" if http2 else "")
+        lat = S.setdefault("latency", {t: [] for t in shape.targets})
         for rep in range(a.reps):
-            for t in TARGETS:
+            for t in shape.targets:
                 with Window(self.pids_of(t), self.origin.pids()) as w:
-                    r = oha(PORT[t], a.duration, rate, a.conns, client_cpus, R["latency_uid"])
+                    r = oha(self.shape_url(shape, t), a.duration, rate, conns, client_cpus, uid, body_file,
+                            http2, parallel)
                 w.fill(r)
                 if r["rc"] == 0:
                     r.pop("raw")
                 lat[t].append(r)
-                log(f"{layout} latency rep{rep + 1} {t:8s} @{rate}/s: p50={fmt(ms(r['p50']), 3)}ms "
+                log(f"{layout} {shape.key} latency rep{rep + 1} {t:15s} @{rate}/s: p50={fmt(ms(r['p50']), 3)}ms "
                     f"p99={fmt(ms(r['p99']), 3)}ms p99.9={fmt(ms(r['p999']), 3)}ms "
                     f"achieved={fmt(r['rps'], 0)}/s cpu/req={fmt(r['cpu_us_per_req'])}us "
                     f"non2xx={r['non2xx']} err={r['errors']} other={r['other_pct']:.0f}% "
                     f"steal={r['steal_pct']:.0f}% {r.get('error_kinds') or ''}")
 
-        # memory per idle keep-alive connection, fresh processes
-        if a.idle_conns > 0:
-            mem = R.setdefault("memory", {t: [] for t in PROXIES})
-            for rep in range(a.mem_reps):
-                for t in PROXIES:
-                    self.restart_proxy(t)
-                    wrk(PORT[t], 2, threads, a.conns, client_cpus)  # warm: upstream pools, allocator
-                    time.sleep(1.0)
-                    m = idle_memory(self.proxies[t], a.idle_conns, client_cpus)
-                    m["kib_per_conn"] = ((m["rss1"] - m["rss0"]) / m["ok"]
-                                         if m["rss1"] is not None and m["ok"] else None)
-                    mem[t].append(m)
-                    log(f"{layout} memory rep{rep + 1} {t:8s}: rss0={m['rss0']}KiB rss1={m['rss1']}KiB "
-                        f"ok={m['ok']} failed={m['failed']} still_open={m['open']} "
-                        f"-> {fmt(m['kib_per_conn'], 2)} KiB/conn")
+    def strace_origin(self, layout, S, shape, threads, uid):
+        """The origin's syscalls per request behind each target (strace -c -f on its
+        workers during one wrk run). strace slows the origin, so these runs are apart
+        from the measured ones and only their counts are used."""
+        a = self.a
+        _, client_cpus = self.cpus(layout)
+        out = S.setdefault("strace", {})
+        workers = [p for p in self.origin.pids() if p != self.origin.proc.pid]
+        for t in shape.targets:
+            path = f"{self.work}/{layout}/strace-{shape.key}-{t}.txt"
+            argv = ["strace", "-c", "-f", "-o", path]
+            for pid in workers:
+                argv += ["-p", str(pid)]
+            tracer = spawn(argv, logfile=f"{self.work}/{layout}/strace.log")
+            time.sleep(1.0)  # attached
+            r = self.load_run(shape, t, a.strace_seconds, threads, client_cpus, uid)
+            try:
+                os.kill(tracer.pid, signal.SIGINT)  # detach and write the summary
+                tracer.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            kill(tracer)
+            calls = strace_summary(path)
+            out[t] = {"requests": r["requests"], "calls": calls,
+                      "per_req": {k: v / r["requests"] for k, v in calls.items()} if r["requests"] else {}}
+            log(f"{layout} {shape.key} strace {t:15s}: {r['requests']} requests, "
+                f"{sum(calls.values()) / max(1, r['requests']):.2f} origin syscalls/request")
 
-        for s in self.proxies.values():
-            s.stop()
-        self.proxies = {}
+    def memory(self, layout, R, threads):
+        """Memory per idle keep-alive connection, fresh processes."""
+        a = self.a
+        _, client_cpus = self.cpus(layout)
+        mem = R.setdefault("memory", {t: [] for t in PROXIES})
+        for rep in range(a.mem_reps):
+            for t in PROXIES:
+                self.restart_proxy(t)
+                url = self.shape_url(SHAPES["get"], t)
+                wrk(url, 2, threads, a.conns, client_cpus)  # warm: upstream pools, allocator
+                time.sleep(1.0)
+                m = idle_memory(self.proxies[t], a.idle_conns, client_cpus)
+                m["kib_per_conn"] = ((m["rss1"] - m["rss0"]) / m["ok"]
+                                     if m["rss1"] is not None and m["ok"] else None)
+                mem[t].append(m)
+                log(f"{layout} memory rep{rep + 1} {t:8s}: rss0={m['rss0']}KiB rss1={m['rss1']}KiB "
+                    f"ok={m['ok']} failed={m['failed']} still_open={m['open']} "
+                    f"-> {fmt(m['kib_per_conn'], 2)} KiB/conn")
+
+    def stream(self, layout, R, workers):
+        """Streamed answers: the proxies in front of stream_origin.py, timed per chunk."""
+        a = self.a
+        _, client_cpus = self.cpus(layout)
+        log(f"layout {layout}: streams: starting the streaming origin and its proxies")
+        d = f"{self.work}/{layout}/stream-origin"
+        os.makedirs(d, exist_ok=True)
+        port = P["stream_origin"]
+        origin = Service("stream-origin", [sys.executable, STREAM_ORIGIN, "--port", str(port)], port,
+                         client_cpus, d).start()
+        proxies = {}
+        try:
+            upstreams = {p: port for p in ("blue", "green", "canary")}
+            proxies = self.start_proxies(layout, workers, P["stream_base"], P["stream_admin"], upstreams,
+                                         "stream-")
+            uid = R.get("latency_uid", str(ID_BASE + 500))
+            S = R.setdefault("stream", {"conns": a.stream_conns, "runs": {t: [] for t in STREAM_TARGETS}})
+            ports = {t: self.target_port("main", t, P["stream_base"], port) for t in STREAM_TARGETS}
+            for t in STREAM_TARGETS:  # warm-up: connections, pools
+                stream_client(ports[t], 1, a.stream_conns, client_cpus, uid)
+            for rep in range(a.reps):
+                for t in STREAM_TARGETS:
+                    with Window(self.pids_of(t, proxies), origin.pids()) as w:
+                        r = stream_client(ports[t], a.duration, a.stream_conns, client_cpus, uid)
+                    w.fill(r, unit="streams")
+                    S["runs"][t].append(r)
+                    log(f"{layout} stream rep{rep + 1} {t:15s}: {r.get('streams')} streams "
+                        f"streamed={r.get('streamed')} ttfb50={fmt((r.get('ttfb') or {}).get('p50'), 3)}ms "
+                        f"delay50/99={fmt((r.get('delay') or {}).get('p50'), 3)}/"
+                        f"{fmt((r.get('delay') or {}).get('p99'), 3)}ms "
+                        f"cpu/stream={fmt(r['cpu_us_per_req'], 0)}us bad={r.get('bad')} err={r.get('errors')} "
+                        f"other={r['other_pct']:.0f}%")
+        finally:
+            for s in proxies.values():
+                s.stop()
+            origin.stop()
+
+    # ----------------------------------------------------------------------- rule growth
+    def mixed_kinds(self):
+        """full, or basic when this graygate lacks the request-line conditions."""
+        if self.a.mixed_kinds != "auto":
+            return self.a.mixed_kinds
+        d = f"{self.work}/growth/probe"
+        c = mixed_rules.chain(12, "full")
+        conf = configs.graygate_conf(d, 1, P["growth_base"], P["growth_admin"], self.upstreams(), MAX_CONNS,
+                                     c["graygate"], None, c["graygate_routing"])
+        rc, _, err = run([self.a.graygate, "check", "--config", conf], 60)
+        if rc == 0:
+            return "full"
+        note = ("mixed rule chain: this graygate rejects the path/host/method/query conditions "
+                f"({err.strip().splitlines()[0] if err.strip() else 'check failed'}), so the chain "
+                "uses the basic kinds only (--mixed-kinds basic)")
+        self.results["notes"].append(note)
+        log("growth: " + note)
+        return "basic"
 
     def growth(self):
-        """CPU/request vs whitelist size and rule-chain length (one-worker layout)."""
+        """CPU/request vs whitelist size, rule-chain length and mixed-chain length (1w)."""
         a = self.a
         layout = "1w"
         proxy_cpus, client_cpus = self.cpus(layout)
-        log("growth: starting origin and 12 proxy variants")
+        mode = self.mixed_kinds()
+        self.results["mixed_kinds"] = mode
+        log(f"growth: starting origin and {6 * len(PROXIES)} proxy variants (mixed kinds: {mode})")
         self.start_origin(layout)
-        variants = []  # (proxy, label, group header or None)
-        port = 18100
-        admin = 18950
+        variants = []  # (proxy, label, service, wrk script args, probes)
+        port = P["growth_base"]
+        admin = P["growth_admin"]
         services = []
+        big_w, big_r = a.big_whitelist, a.big_rules
+        labels = (("W=10", "wl", 10), (f"W={big_w:,}", "wl", big_w), ("rules=10", "group", 10),
+                  (f"rules={big_r:,}", "group", big_r), ("mixed=10", "mixed", 10),
+                  (f"mixed={big_r:,}", "mixed", big_r))
         try:
             for kind in PROXIES:
-                for label, wl_n, rules in (("W=10", 10, 0), (f"W={a.big_whitelist:,}", a.big_whitelist, 0),
-                                           ("rules=10", 0, 10), (f"rules={a.big_rules:,}", 0, a.big_rules)):
+                for label, what, n in labels:
                     d = f"{self.work}/growth/{kind}-{label.replace('=', '').replace(',', '')}"
-                    wl = whitelist_ids(wl_n, WL_FROM_LOAD_GROWTH) if wl_n else None
-                    svc = make_proxy(kind, d, 1, port, proxy_cpus, a.graygate, admin=admin,
-                                     whitelist=wl, group_rules=rules)
+                    probes, args = [], []
+                    if what == "wl":
+                        job = configs.three_rule_job(d, whitelist_ids(n, WL_FROM_LOAD_GROWTH))
+                    elif what == "group":
+                        job, args = configs.group_rule_job(n), [f"group-{n}"]
+                    else:
+                        job = mixed_rules.chain(n, mode)
+                        probes, args = job["probes"], job["request_args"]
+                    base = port - configs.LISTENERS[kind]["main"]
+                    svc = make_proxy(kind, d, 1, base, proxy_cpus, a.graygate, admin, self.upstreams(), job)
                     svc.start()
                     services.append(svc)
-                    variants.append((kind, label, svc, f"group-{rules}" if rules else None))
+                    variants.append((kind, label, svc, args, probes))
                     port += 1
                     admin += 1
-            # check: the group variants must send group-N to canary
-            for kind, label, svc, group in variants:
-                if group:
-                    st, body = fetch(svc.port, {"x-user-group": group, "x-user-id": "1000500"})
-                    if body != "canary":
-                        log(f"growth: WARNING {kind} {label}: {group} went to {body!r} ({st})")
-            for kind, label, svc, group in variants:
-                wrk(svc.port, 2, 1, a.conns, client_cpus, group)
+            self.growth_checks(variants)
+            for kind, label, svc, args, _ in variants:
+                wrk(f"http://127.0.0.1:{svc.port}/", 2, 1, a.conns, client_cpus, args)
             G = self.results["growth"]
             for rep in range(a.reps):
-                for kind, label, svc, group in variants:
+                for kind, label, svc, args, _ in variants:
                     with Window(svc.pids(), self.origin.pids()) as w:
-                        r = wrk(svc.port, a.duration, 1, a.conns, client_cpus, group)
+                        r = wrk(f"http://127.0.0.1:{svc.port}/", a.duration, 1, a.conns, client_cpus, args)
                     w.fill(r)
                     if r["rc"] == 0:
                         r.pop("raw")
@@ -885,183 +1067,22 @@ class Bench:
             for s in services:
                 s.stop()
 
-    # ----------------------------------------------------------------------- report
-    def report(self):
-        a = self.a
-        L = self.results["layouts"]
-        say("## Routing check (each proxy, the 1,000 load requests once)")
-        say()
-        say("Pools chosen for the 1,000 distinct requests of the load mix (20 whitelisted ids, "
-            "10 with `x-canary: true`, 5 % hashed). The hashes differ by design (graygate: murmur3, "
-            "nginx: split_clients' MurmurHash2, HAProxy: crc32), so the hashed 5 % are different users, "
-            "of about the same count.")
-        say()
-        rows = []
-        for lay, R in L.items():
-            for t in PROXIES:
-                c = R["routing"][t]
-                sem = c["sem"]
-                rows.append([f"{t} ({lay})", c["counts"].get("canary", 0), c["counts"].get("blue", 0),
-                             sum(v for k, v in c["counts"].items() if k not in ("canary", "blue")),
-                             c["bad"], "yes" if sem["x-canary"] else "NO",
-                             "yes" if sem["whitelist"] else "NO", "yes" if sem["no-id"] else "NO"])
-        table(["proxy (layout)", "canary", "blue", "other", "non-200", "x-canary→canary",
-               "whitelisted→canary", "no id→blue"], rows)
-
-        for lay, R in L.items():
-            title = ("one worker: proxy pinned to core 0, wrk + origin on core 1"
-                     if R["proxy_cpus"] != "any" else
-                     f"{R['workers']} workers, nothing pinned")
-            say(f"## Layout {lay}: {title}")
-            say()
-            say(f"wrk -t{R['wrk_threads']} -c{a.conns} -d{a.duration}s, {a.reps} interleaved "
-                f"repetition(s), medians; whitelist W={a.whitelist}.")
-            say()
-            mx = R["max"]
-            all_runs = [r for t in TARGETS for r in mx[t] + R.get("latency", {}).get(t, [])]
-            line = noise_line(all_runs)
-            if line:
-                say(line)
-                say()
-
-            # CPU per request
-            cpu = {t: med([r["cpu_us_per_req"] for r in mx[t]]) for t in PROXIES}
-            cpu_lo = {t: min([r["cpu_us_per_req"] for r in mx[t] if r["cpu_us_per_req"]], default=None) for t in PROXIES}
-            cpu_hi = {t: max([r["cpu_us_per_req"] for r in mx[t] if r["cpu_us_per_req"]], default=None) for t in PROXIES}
-            lat = R.get("latency", {})
-            cpu_fixed = {t: med([r["cpu_us_per_req"] for r in lat.get(t, [])]) for t in PROXIES}
-            cpu_user = {t: med([r.get("user_us_per_req") for r in mx[t]]) for t in PROXIES}
-            say(f"### Proxy CPU per request (µs; utime+stime of every proxy process / completed requests) — {lay}")
-            say()
-            rows = [[t, fmt(cpu[t], 2), f"{fmt(cpu_lo[t], 2)} – {fmt(cpu_hi[t], 2)}", fmt(cpu_user[t], 2),
-                     fmt(cpu_fixed[t], 2), other_load(mx[t] + lat.get(t, []))] for t in PROXIES]
-            rows.append(["**graygate / nginx**", ratio(cpu["graygate"], cpu["nginx"]), "",
-                         ratio(cpu_user["graygate"], cpu_user["nginx"]),
-                         ratio(cpu_fixed["graygate"], cpu_fixed["nginx"]), ""])
-            rows.append(["**graygate / haproxy**", ratio(cpu["graygate"], cpu["haproxy"]), "",
-                         ratio(cpu_user["graygate"], cpu_user["haproxy"]),
-                         ratio(cpu_fixed["graygate"], cpu_fixed["haproxy"]), ""])
-            table(["proxy", "µs/req at max load (median)", "min – max", "of which user space (median)",
-                   f"µs/req at fixed {R.get('latency_rate', 0):,} req/s (median)",
-                   "other load (median, % of a core)"], rows)
-
-            # max rps
-            rps = {t: med([r["rps"] for r in mx[t]]) for t in TARGETS}
-            say(f"### Max requests/s — {lay}")
-            say()
-            rows = []
-            for t in TARGETS:
-                rows.append([t, fmt(rps[t], 0),
-                             f"{fmt(min(r['rps'] for r in mx[t]), 0)} – {fmt(max(r['rps'] for r in mx[t]), 0)}",
-                             "100 %" if t == "direct" else
-                             (f"{100 * rps[t] / rps['direct']:.1f} %" if rps['direct'] else "n/a"),
-                             sum(r["requests"] for r in mx[t]),
-                             sum(r["non2xx"] for r in mx[t]), sum(r["sock_errors"] for r in mx[t]),
-                             other_load(mx[t])])
-            rows.append(["**graygate / nginx**", ratio(rps["graygate"], rps["nginx"]), "", "", "", "", "", ""])
-            rows.append(["**graygate / haproxy**", ratio(rps["graygate"], rps["haproxy"]), "", "", "", "", "", ""])
-            table(["target", "req/s (median)", "min – max", "share of direct", "requests (all runs)",
-                   "non-2xx (all runs)", "socket errors (all runs)", "other load (median)"], rows)
-
-            # latency
-            if lat:
-                rate = R["latency_rate"]
-                say(f"### Latency at a fixed {rate:,} req/s (half of nginx's max), "
-                    f"`oha --latency-correction -c {a.conns} -z {a.duration}s`, x-user-id {R['latency_uid']} "
-                    f"(falls through every rule to blue) — {lay}")
-                say()
-                p = {t: {k: med([ms(r[k]) for r in lat[t]]) for k in ("p50", "p99", "p999")} for t in TARGETS}
-                rows = []
-                for t in TARGETS:
-                    row = [t, fmt(p[t]["p50"], 3), fmt(p[t]["p99"], 3), fmt(p[t]["p999"], 3)]
-                    if t == "direct":
-                        row += ["—", "—", "—"]
-                    else:
-                        row += [fmt(None if p[t][k] is None or p["direct"][k] is None else p[t][k] - p["direct"][k], 3)
-                                for k in ("p50", "p99", "p999")]
-                    row += [fmt(med([r["rps"] for r in lat[t]]), 0),
-                            sum(r["non2xx"] for r in lat[t]), sum(r["errors"] for r in lat[t]),
-                            other_load(lat[t])]
-                    rows.append(row)
-
-                def added(t, k):
-                    if p[t][k] is None or p["direct"][k] is None:
-                        return None
-                    return p[t][k] - p["direct"][k]
-                for other in ("nginx", "haproxy"):
-                    rows.append([f"**graygate / {other}** (added)", "", "", ""] +
-                                [ratio(added("graygate", k), added(other, k)) for k in ("p50", "p99", "p999")] +
-                                ["", "", "", ""])
-                table(["target", "p50 ms", "p99 ms", "p99.9 ms", "added p50 ms", "added p99 ms",
-                       "added p99.9 ms", "achieved req/s", "non-2xx", "errors", "other load (median)"], rows)
-
-            # memory
-            mem = R.get("memory")
-            if mem:
-                say(f"### Memory per idle keep-alive client connection ({a.idle_conns:,} connections, "
-                    f"one request each, then idle; VmRSS summed over the proxy's processes) — {lay}")
-                say()
-                kib = {t: med([m["kib_per_conn"] for m in mem[t]]) for t in PROXIES}
-                rows = []
-                for t in PROXIES:
-                    rows.append([t, fmt(med([m["rss0"] / 1024 for m in mem[t]]), 1),
-                                 fmt(med([m["rss1"] / 1024 for m in mem[t] if m["rss1"] is not None]), 1),
-                                 fmt(kib[t], 2),
-                                 f"{min(m['ok'] for m in mem[t])} / {a.idle_conns}",
-                                 f"{min(m['open'] for m in mem[t])}"])
-                rows.append(["**graygate / nginx**", "", "", ratio(kib["graygate"], kib["nginx"]), "", ""])
-                rows.append(["**graygate / haproxy**", "", "", ratio(kib["graygate"], kib["haproxy"]), "", ""])
-                table(["proxy", "RSS idle MiB", f"RSS with {a.idle_conns:,} MiB", "KiB per connection (median)",
-                       "connected (min)", "still open at reading (min)"], rows)
-
-        G = self.results["growth"]
-        if G:
-            say("## Cost growth (one worker, pinned; CPU µs per request, medians)")
-            say()
-            say(f"W: whitelist size (the load mix unchanged; 10 of its ids whitelisted in both). "
-                f"rules: N header rules `x-user-group exact group-<i>`, every request sends `group-N` "
-                f"so only the LAST rule matches (graygate: a chain of N rules; HAProxy: N `use_backend` "
-                f"lines; nginx: one `map` of N entries, a hash lookup, so not a chain).")
-            say()
-            rows = []
-            wl_big, r_big = f"W={a.big_whitelist:,}", f"rules={a.big_rules:,}"
-            c = {k: {lab: med([r["cpu_us_per_req"] for r in runs]) for lab, runs in v.items()} for k, v in G.items()}
-            q = {k: {lab: med([r["rps"] for r in runs]) for lab, runs in v.items()} for k, v in G.items()}
-            for k in PROXIES:
-                if k not in c:
-                    continue
-                rows.append([k, fmt(c[k].get("W=10"), 2), fmt(c[k].get(wl_big), 2),
-                             ratio(c[k].get(wl_big), c[k].get("W=10")),
-                             fmt(c[k].get("rules=10"), 2), fmt(c[k].get(r_big), 2),
-                             ratio(c[k].get(r_big), c[k].get("rules=10")),
-                             " / ".join(fmt(q[k].get(lab), 0) for lab in ("W=10", wl_big, "rules=10", r_big)),
-                             sum(r["non2xx"] + r["sock_errors"] for runs in G[k].values() for r in runs),
-                             other_load([r for runs in G[k].values() for r in runs])])
-            table(["proxy", "W=10", wl_big, "growth", "rules=10", r_big, "growth",
-                   "req/s (W=10 / W big / rules=10 / rules big)", "non-2xx + socket errors",
-                   "other load (median)"], rows)
-            line = noise_line([r for v in G.values() for runs in v.values() for r in runs])
-            if line:
-                say(line)
-                say()
-
-        say("## Errors seen by the load generators (all runs)")
-        say()
-        rows = []
-        for t in TARGETS:
-            n2 = se = oe = ab = req = 0
-            for R in L.values():
-                for r in R["max"][t]:
-                    n2 += r["non2xx"]; se += r["sock_errors"]; req += r["requests"]
-                for r in R.get("latency", {}).get(t, []):
-                    n2 += r["non2xx"]; oe += r["errors"]; req += r["requests"]
-                    ab += r.get("aborted_at_end", 0)
-            for runs in G.get(t, {}).values():
-                for r in runs:
-                    n2 += r["non2xx"]; se += r["sock_errors"]; req += r["requests"]
-            rows.append([t, f"{req:,}", n2, se, oe, ab])
-        table(["target", "requests", "non-2xx", "wrk socket errors", "oha errors",
-               "oha in flight at -z end (not errors)"], rows)
+    def growth_checks(self, variants):
+        """The chains route as they claim: the last rule matches the load's request, and
+        each kind's first rule takes its own probe, in every proxy."""
+        failures = self.results.setdefault("growth_check_failures", [])
+        checked = 0
+        for kind, label, svc, args, probes in variants:
+            if args and not probes:  # group rules: only the last one matches
+                probes = [("last", "GET", "/", {"x-user-group": args[0], "x-user-id": "1000500"}, "canary")]
+            for name, method, path, headers, want in probes:
+                st, body = fetch(svc.port, headers, method, path)
+                checked += 1
+                if body != want:
+                    failures.append(f"{kind} {label}: {name} probe {method} {path} {headers} "
+                                    f"went to {body!r} ({st}), not {want}")
+                    log(f"growth: WARNING {failures[-1]}")
+        self.results["growth_checks"] = checked
 
 
 def versions(gg):
@@ -1074,7 +1095,9 @@ def versions(gg):
         "haproxy": first(["haproxy", "-v"]),
         "graygate": first([gg, "--version"]),
         "wrk": first(["wrk", "-v"]),
-        "oha": first(["oha", "--version"]),
+        "h2load": first(["h2load", "--version"]),
+        "oha": first(["oha", "--version"]) if shutil.which("oha") else "(not installed)",
+        "openssl": first(["openssl", "version"]),
         "python": platform.python_version(),
         "kernel": platform.release(),
     }
@@ -1090,26 +1113,54 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def main():
-    global PGID_FILE, OUT
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--graygate", required=True, help="path to the release graygate binary")
+    ap.add_argument("--graygate", help="path to the release graygate binary (required to measure)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 repetition, 5 s runs")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma list of {','.join(SECTIONS)} (default: all). get/post/h2/tls/stream/memory "
+                         "run in each layout; rules (the cost-growth section) in 1w")
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3, quick 1)")
     ap.add_argument("--duration", type=int, default=None, help="seconds per run (default 10, quick 5)")
-    ap.add_argument("--conns", type=int, default=50, help="client connections for wrk and oha")
+    ap.add_argument("--conns", type=int, default=50, help="client connections for wrk and oha (HTTP/1.1)")
+    ap.add_argument("--h2-conns", type=int, default=10, help="h2load/oha connections for the h2 shapes")
+    ap.add_argument("--h2-streams", type=int, default=5, help="concurrent streams per h2 connection")
+    ap.add_argument("--stream-conns", type=int, default=50, help="concurrent streamed answers")
     ap.add_argument("--whitelist", type=int, default=100, help="whitelist size W of the main config")
     ap.add_argument("--idle-conns", type=int, default=5000, help="idle keep-alive connections (0: skip)")
     ap.add_argument("--mem-reps", type=int, default=None, help="memory repetitions (default = reps)")
     ap.add_argument("--big-whitelist", type=int, default=10000)
-    ap.add_argument("--big-rules", type=int, default=1000)
+    ap.add_argument("--big-rules", type=int, default=1000, help="the long chains of the growth section")
+    ap.add_argument("--mixed-kinds", choices=["auto", "full", "basic"], default="auto",
+                    help="condition kinds of the mixed chain: full needs graygate's path/host/method/query "
+                         "conditions, basic only header/whitelist/city/channel; auto: full if graygate "
+                         "accepts it")
+    ap.add_argument("--strace-origin", action="store_true",
+                    help="also count the origin's syscalls per request behind each target "
+                         "(strace -c -f, GET and POST shapes)")
+    ap.add_argument("--strace-seconds", type=int, default=3, help="wrk run under strace")
     ap.add_argument("--layouts", default="1w,2w", help="comma list of 1w (pinned) and 2w (unpinned)")
-    ap.add_argument("--no-growth", action="store_true", help="skip the cost-growth section")
+    ap.add_argument("--no-growth", action="store_true", help="skip the rules (cost-growth) section")
     ap.add_argument("--no-pin", action="store_true", help="never use taskset")
+    ap.add_argument("--port-offset", type=int, default=0,
+                    help="move every port by this much (two runs on one machine)")
     ap.add_argument("--workdir", default=None, help="configs, logs, results.json (default: a new temp dir)")
     ap.add_argument("--cmdline", default=None, help="(run.sh) the command line to print")
     ap.add_argument("--report", default=None, help="also write the report (markdown) here")
+    ap.add_argument("--from-results", default=None, metavar="RESULTS_JSON",
+                    help="measure nothing: print the report of an earlier run from its results.json")
     a = ap.parse_args()
+    if a.from_results:
+        return a
+    if not a.graygate:
+        ap.error("--graygate is required")
+    a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    unknown = [s for s in a.sections if s not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(unknown)}; choose from {','.join(SECTIONS)}")
+    if a.no_growth and "rules" in a.sections:
+        a.sections.remove("rules")
+    a.layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
     if a.reps is None:
         a.reps = 1 if a.quick else 3
     if a.duration is None:
@@ -1118,6 +1169,18 @@ def main():
         a.mem_reps = a.reps
     a.graygate = os.path.abspath(a.graygate)
     a.workdir = a.workdir or tempfile.mkdtemp(prefix="graygate-load-")
+    return a
+
+
+def main():
+    global PGID_FILE
+    a = parse_args()
+    if a.from_results:
+        with open(a.from_results) as f:
+            results = json.load(f)
+        report.Report(argparse.Namespace(**results["settings"]), results).render()
+        return
+    set_ports(a.port_offset)
     os.makedirs(a.workdir, exist_ok=True)
     PGID_FILE = os.path.join(a.workdir, "pgids")
 
@@ -1125,13 +1188,18 @@ def main():
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _on_signal)
 
-    for tool in ("nginx", "haproxy", "wrk", "oha", "taskset"):
+    tools = ["nginx", "haproxy", "wrk", "taskset", "openssl"]
+    tools += ["oha"] if {"get", "post", "h2"} & set(a.sections) else []  # the fixed-rate latency tests
+    tools += ["h2load"] if {"h2", "tls"} & set(a.sections) else []
+    tools += ["strace"] if a.strace_origin else []
+    for tool in tools:
         if not shutil.which(tool):
             sys.exit(f"missing tool: {tool} (run benches/load/run.sh, which installs it)")
-    for port in list(PORT.values()) + list(ORIGIN.values()) + [GG_ADMIN]:
+    for port in all_ports():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-                sys.exit(f"port {port} on 127.0.0.1 is already in use; stop what listens there")
+                sys.exit(f"port {port} on 127.0.0.1 is already in use; stop what listens there "
+                         f"or move every port with --port-offset")
         except OSError:
             pass
 
@@ -1144,7 +1212,7 @@ def main():
 
         def flush(self):
             sys.stdout.flush()
-    OUT = Tee()
+    report.OUT = Tee()
 
     t0 = time.time()
     v = versions(a.graygate)
@@ -1156,12 +1224,14 @@ def main():
                       "--dirty", "--abbrev=12"], 20)
     if rc == 0 and rev.strip():
         say(f"- graygate source: commit {rev.strip()} (built from the work tree as it was)")
-    for k in ("graygate", "nginx", "haproxy", "wrk", "oha", "python"):
+    for k in ("graygate", "nginx", "haproxy", "wrk", "h2load", "oha", "openssl", "python"):
         say(f"- {k}: {v[k]}")
     say(f"- command: `{a.cmdline or ' '.join(sys.argv)}`")
-    say(f"- settings: reps={a.reps}, duration={a.duration}s, conns={a.conns}, W={a.whitelist}, "
-        f"idle conns={a.idle_conns}, layouts={a.layouts}, growth={'no' if a.no_growth else 'yes'}, "
-        f"pinning={'yes' if (os.cpu_count() or 1) >= 2 and not a.no_pin else 'no'}")
+    say(f"- settings: sections={','.join(a.sections)}, layouts={','.join(a.layouts)}, reps={a.reps}, "
+        f"duration={a.duration}s, conns={a.conns}, h2 conns x streams={a.h2_conns}x{a.h2_streams}, "
+        f"streams={a.stream_conns}, W={a.whitelist}, idle conns={a.idle_conns}, "
+        f"pinning={'yes' if (os.cpu_count() or 1) >= 2 and not a.no_pin else 'no'}, "
+        f"port offset={a.port_offset}")
     try:
         say(f"- load average at start: {' '.join(open('/proc/loadavg').read().split()[:3])}")
     except OSError:
@@ -1172,23 +1242,21 @@ def main():
     b = Bench(a)
     b.results["versions"] = v
     try:
-        layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
-        if "1w" in layouts:
+        if "1w" in a.layouts:
             b.layout("1w")
-        if not a.no_growth:
+        if "rules" in a.sections:
             b.growth()
-        if "2w" in layouts:
+        if "2w" in a.layouts:
             b.layout("2w")
     finally:
         if b.origin:
             b.origin.stop()
-        for s in b.proxies.values():
-            s.stop()
+        b.stop_proxies()
         kill_all()
         with open(os.path.join(a.workdir, "results.json"), "w") as f:
             json.dump(b.results, f, indent=1, default=str)
 
-    b.report()
+    report.Report(a, b.results).render()
     say(f"Total benchmark time: {time.time() - t0:,.0f} s. Raw numbers: {a.workdir}/results.json")
     if a.report:
         with open(a.report, "w") as f:

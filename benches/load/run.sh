@@ -2,12 +2,13 @@
 # graygate side-by-side load benchmark: graygate vs nginx vs HAProxy doing the same
 # gray-release routing job in front of one nginx origin, on 127.0.0.1 only.
 #
-#   bash benches/load/run.sh            # full run (3 interleaved repetitions, 10 s runs)
-#   bash benches/load/run.sh --quick    # smoke test (1 repetition, 5 s runs)
-#   bash benches/load/run.sh --help     # every option (passed on to bench.py)
+#   bash benches/load/run.sh                    # full run (3 interleaved repetitions, 10 s runs)
+#   bash benches/load/run.sh --quick            # smoke test (1 repetition, 5 s runs)
+#   bash benches/load/run.sh --quick --sections post --layouts 1w   # one section, a few minutes
+#   bash benches/load/run.sh --help             # every option (passed on to bench.py)
 #
-# Run as root on Debian. It installs what is missing (nginx, haproxy, wrk from apt; oha
-# from crates.io), builds graygate in release mode, stops the nginx/haproxy services
+# Run as root on Debian. It installs what is missing (nginx, haproxy, wrk, h2load from
+# nghttp2-client, openssl, strace from apt; oha from crates.io), builds graygate in release mode, stops the nginx/haproxy services
 # the packages may have started, then runs bench.py, which prints the markdown report
 # on stdout (progress on stderr). See benches/load/README.md.
 set -euo pipefail
@@ -30,17 +31,18 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # 1. tools -------------------------------------------------------------------------
+# tool -> the Debian package that has it
+declare -A package=([nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [openssl]=openssl
+  [strace]=strace [python3]=python3 [taskset]=util-linux)
 missing=()
-for tool in nginx haproxy wrk; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for tool in "${!package[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${package[$tool]}")
 done
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 if ((${#missing[@]})); then
   say "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
-  apt-get install -y nginx haproxy wrk python3 util-linux
+  apt-get install -y "${missing[@]}"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   say "cargo not found: install a Rust toolchain (rustup) first"
