@@ -146,7 +146,7 @@ pub enum RequestFraming {
 /// header map instead would regrow (rehash) the map on every request.
 #[derive(Debug, Default, Clone)]
 pub struct ExtraHeaders {
-    slots: [Option<(HeaderName, HeaderValue)>; 6],
+    slots: [Option<(HeaderName, HeaderValue)>; 8],
 }
 
 impl ExtraHeaders {

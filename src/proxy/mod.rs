@@ -23,19 +23,20 @@ mod upgrade;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::debug;
 
-pub use body::{AccessStart, Completion, ResponseBody};
+pub use body::{Completion, ResponseBody};
 pub use error::GatewayError;
 pub use headers::X_GRAYGATE_POOL;
 pub use sticky::mint as mint_sticky_id;
 pub use upgrade::{take_tunnel, Tunnel};
 
+use crate::access_log::AccessStart;
 use crate::config::model::Fallback;
 use crate::h1::request::ExtraHeaders;
 use crate::metrics::{ClientErrorKind, ErrorKind};
@@ -121,13 +122,22 @@ impl Proxy {
             let rollout = snapshot.rollout.as_ref()?;
             rollout.pending(cohort, decision.group, started)
         });
-        let access = snapshot.access_log.is_some().then(|| {
-            Box::new(AccessStart {
-                time: SystemTime::now(),
-                method: request.method().clone(),
-                path: request.uri().path().to_string(),
-            })
+        let mut access = snapshot.access_log.is_some().then(|| {
+            let user_key = snapshot.settings.log_user_key.then(|| {
+                let key = snapshot.chain.user_key(&view(&request, minted));
+                key.map(|k| String::from_utf8_lossy(&k).into_owned())
+            });
+            Box::new(AccessStart::new(
+                request.method(),
+                request.uri().path(),
+                request.headers(),
+                client.remote,
+                user_key.flatten(),
+            ))
         });
+        // The pool the rules chose; `forward` moves the decision to the stable pool
+        // when it falls back.
+        let chosen = decision.pool;
 
         // Phases 2 to 5.
         // The endpoint the request ended up on; its connection travels in the body.
@@ -138,10 +148,11 @@ impl Proxy {
             &mut decision,
             request,
             client,
-            &mut in_flight,
+            (&mut in_flight, access.as_deref_mut()),
             (copied_to, &mut copies),
         )
         .await;
+        let fallback_from = (decision.pool != chosen).then_some(chosen);
         let upstream_answered = forwarded.is_ok();
         let mut response = match forwarded {
             Ok(response) => response,
@@ -161,7 +172,10 @@ impl Proxy {
             .then(|| launch_copies(copies, &decision, &response))
             .flatten();
         if snapshot.settings.decision_headers {
-            headers::add_decision(response.headers_mut(), &snapshot, &decision);
+            headers::add_decision(response.headers_mut(), &snapshot, &decision, fallback_from);
+        }
+        if let Some(access) = &mut access {
+            access.fallback_from = fallback_from;
         }
         if let (Some((id, secure)), Some(cookie)) = (&sticky, &snapshot.settings.sticky) {
             response.headers_mut().append(
@@ -270,14 +284,15 @@ fn launch_copies(
 }
 
 /// Phases 2 to 5 for a decided request. `landed` receives the endpoint the response
-/// came from, which counts the request as in flight until its body is done. `mirrors`
-/// are the mirrors that copy the request, and where their drafts go.
+/// came from, which counts the request as in flight until its body is done; `access`,
+/// when the access log is on, the request id, the retries and the upstream's time.
+/// `mirrors` are the mirrors that copy the request, and where their drafts go.
 async fn forward(
     snapshot: &Snapshot,
     decision: &mut Decision,
     request: Request<Option<Incoming>>,
     client: &ClientConnection,
-    landed: &mut Option<InFlight>,
+    (landed, mut access): (&mut Option<InFlight>, Option<&mut AccessStart>),
     (mirrors, copies): (Vec<(Arc<Mirror>, Slot)>, &mut Vec<Draft>),
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // Phase 2: admit. A declared length over the limit is refused before any upstream
@@ -312,12 +327,21 @@ async fn forward(
     let head_only = head.method == Method::HEAD;
     let upgrade = upgrade::take(&mut head);
     let pool = snapshot.pool(decision);
-    let extra = headers::to_upstream(
+    let mut extra = headers::to_upstream(
         &mut head,
         client,
         &pool.name_header,
         snapshot.rule_header(decision),
     );
+    // A request the access log records carries an id upstream: the client's, or one
+    // made now.
+    if let Some(access) = access.as_deref_mut() {
+        if access.request_id.is_none() {
+            let id = headers::mint_request_id();
+            extra.push(headers::X_REQUEST_ID, id.clone());
+            access.request_id = Some(id);
+        }
+    }
     if let Some(upgrade) = &upgrade {
         upgrade::restore_request_headers(&mut head.headers, upgrade);
     }
@@ -344,11 +368,25 @@ async fn forward(
 
     // Phase 4: forward, the retries included, within the request timeout.
     let mut attempted: Option<Arc<Endpoint>> = None;
+    let mut retries = 0;
+    let sending = access.is_some().then(Instant::now);
     let sent = tokio::time::timeout(
         snapshot.settings.request_timeout,
-        send_with_retries(snapshot, decision, request, &extra, landed, &mut attempted),
+        send_with_retries(
+            snapshot,
+            decision,
+            request,
+            &mut extra,
+            (landed, &mut attempted, &mut retries),
+        ),
     )
     .await;
+    if let Some(access) = access {
+        access.retries = retries;
+        if let (Ok(Ok(_)), Some(sending)) = (&sent, sending) {
+            access.upstream_head = Some(sending.elapsed());
+        }
+    }
     let mut response = match sent {
         Ok(result) => result?,
         // Still waiting on the client's body: the client's doing, never the upstream's.
@@ -383,14 +421,19 @@ async fn forward(
 /// (or the stable pool, per `routing.fallback`) when that cannot duplicate the request:
 /// nothing of it was sent, or it is idempotent and has no body, so its head can be
 /// sent again. A streamed body is never resent. `attempted` names the endpoint of the
-/// attempt under way, for the caller to blame if the deadline passes.
+/// attempt under way, for the caller to blame if the deadline passes; `retries` counts
+/// the attempts after the first. After a fallback, `extra` names the pool that serves
+/// and the one that could not.
 async fn send_with_retries(
     snapshot: &Snapshot,
     decision: &mut Decision,
     mut request: Request<RequestBody>,
-    extra: &ExtraHeaders,
-    landed: &mut Option<InFlight>,
-    attempted: &mut Option<Arc<Endpoint>>,
+    extra: &mut ExtraHeaders,
+    (landed, attempted, retries): (
+        &mut Option<InFlight>,
+        &mut Option<Arc<Endpoint>>,
+        &mut usize,
+    ),
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     // The head is copied only when a resend is both safe and possible: a lone endpoint
     // of the stable pool has no other endpoint to retry on.
@@ -401,14 +444,19 @@ async fn send_with_retries(
     let mut failed: Vec<Arc<Endpoint>> = Vec::new();
     let mut last_error: Option<UpstreamError> = None;
     loop {
+        let chosen = decision.pool;
         let in_flight = match choose_endpoint(snapshot, decision, &failed) {
             Ok(in_flight) => in_flight,
             // Nowhere left to retry: the client learns what went wrong upstream.
             Err(none) => return Err(last_error.map_or(none, GatewayError::from_upstream)),
         };
         let pool = snapshot.pool(decision);
+        if decision.pool != chosen {
+            headers::fell_back(extra, pool, &snapshot.pools[chosen.0]);
+        }
         if last_error.is_some() {
             pool.metrics.retries.inc();
+            *retries += 1;
         }
         *attempted = Some(in_flight.endpoint());
         headers::ensure_host(request.headers_mut(), &in_flight.authority);

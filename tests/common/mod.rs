@@ -3,6 +3,7 @@
 //! HTTP/1.1, h2c or raw bytes. Everything is bounded in time and cleaned up on drop.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod prometheus;
 pub mod raw;
 pub mod rollout;
@@ -189,6 +190,45 @@ impl Upstream {
 
     pub async fn with_handler(handler: Handler) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::serve(listener, handler)
+    }
+
+    /// Upstreams named as given, one on each loopback address, all on one port: the
+    /// addresses a DNS name resolves to, behind one `name:port` endpoint.
+    pub async fn on_one_port(named: &[(&'static str, std::net::IpAddr)]) -> Vec<Upstream> {
+        for _ in 0..100 {
+            let first = TcpListener::bind((named[0].1, 0)).await.unwrap();
+            let port = first.local_addr().unwrap().port();
+            let mut listeners = vec![first];
+            for (_, ip) in &named[1..] {
+                match TcpListener::bind((*ip, port)).await {
+                    Ok(listener) => listeners.push(listener),
+                    Err(_) => break,
+                }
+            }
+            if listeners.len() == named.len() {
+                return listeners
+                    .into_iter()
+                    .zip(named)
+                    .map(|(listener, (name, _))| {
+                        let name: &'static str = name;
+                        Upstream::serve(
+                            listener,
+                            Arc::new(move |_| {
+                                Response::builder()
+                                    .header("x-upstream", name)
+                                    .body(Full::new(Bytes::from(name)))
+                                    .unwrap()
+                            }),
+                        )
+                    })
+                    .collect();
+            }
+        }
+        panic!("no port free on every one of {named:?}");
+    }
+
+    fn serve(listener: TcpListener, handler: Handler) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
