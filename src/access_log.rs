@@ -45,8 +45,10 @@ pub struct AccessStart {
     pub host: Option<HeaderValue>,
     pub user_agent: Option<HeaderValue>,
     pub traceparent: Option<HeaderValue>,
-    /// The client's `x-request-id`, or the one the gateway made and sent upstream.
+    /// The client's `x-request-id`, or the one the gateway made (and sends upstream).
     pub request_id: Option<HeaderValue>,
+    /// `request_id` is the gateway's: the upstream is to be sent it.
+    pub request_id_made: bool,
     /// Only with `log.user_key = true`.
     pub user_key: Option<String>,
     /// From the first attempt to the upstream's response head.
@@ -76,6 +78,7 @@ impl AccessStart {
             user_agent: first("user-agent"),
             traceparent: first("traceparent"),
             request_id: first("x-request-id"),
+            request_id_made: false,
             user_key,
             upstream_head: None,
             retries: 0,

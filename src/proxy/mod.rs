@@ -127,13 +127,20 @@ impl Proxy {
                 let key = snapshot.chain.user_key(&view(&request, minted));
                 key.map(|k| String::from_utf8_lossy(&k).into_owned())
             });
-            Box::new(AccessStart::new(
+            let mut start = Box::new(AccessStart::new(
                 request.method(),
                 request.uri().path(),
                 request.headers(),
                 client.remote,
                 user_key.flatten(),
-            ))
+            ));
+            // A request the access log records has an id: the client's, or one made
+            // now and sent upstream.
+            if start.request_id.is_none() {
+                start.request_id = Some(headers::mint_request_id());
+                start.request_id_made = true;
+            }
+            start
         });
         // The pool the rules chose; `forward` moves the decision to the stable pool
         // when it falls back.
@@ -292,7 +299,7 @@ async fn forward(
     decision: &mut Decision,
     request: Request<Option<Incoming>>,
     client: &ClientConnection,
-    (landed, mut access): (&mut Option<InFlight>, Option<&mut AccessStart>),
+    (landed, access): (&mut Option<InFlight>, Option<&mut AccessStart>),
     (mirrors, copies): (Vec<(Arc<Mirror>, Slot)>, &mut Vec<Draft>),
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // Phase 2: admit. A declared length over the limit is refused before any upstream
@@ -333,14 +340,12 @@ async fn forward(
         &pool.name_header,
         snapshot.rule_header(decision),
     );
-    // A request the access log records carries an id upstream: the client's, or one
-    // made now.
-    if let Some(access) = access.as_deref_mut() {
-        if access.request_id.is_none() {
-            let id = headers::mint_request_id();
-            extra.push(headers::X_REQUEST_ID, id.clone());
-            access.request_id = Some(id);
-        }
+    if let Some(id) = access
+        .as_deref()
+        .filter(|a| a.request_id_made)
+        .and_then(|a| a.request_id.clone())
+    {
+        extra.push(headers::X_REQUEST_ID, id);
     }
     if let Some(upgrade) = &upgrade {
         upgrade::restore_request_headers(&mut head.headers, upgrade);

@@ -63,8 +63,19 @@ impl Gateway {
     }
 
     pub fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Gateway {
+        Gateway::start_at_with_args(dir, config_path, &[])
+    }
+
+    /// As [`Gateway::start_at`], with more arguments to `run` (`--no-watch`).
+    pub fn start_at_with_args(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        args: &[&str],
+    ) -> Gateway {
         let mut child = Command::new(bin())
-            .args(["--log-format", "json", "run", "--config"])
+            .args(["--log-format", "json", "run"])
+            .args(args)
+            .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
