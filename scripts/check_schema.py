@@ -10,14 +10,16 @@ import json
 import sys
 import tomllib
 
-from jsonschema import Draft202012Validator
+from jsonschema.validators import validator_for
 
 
 def main():
     with open("config/graygate.schema.json") as f:
         schema = json.load(f)
-    Draft202012Validator.check_schema(schema)
-    validator = Draft202012Validator(schema)
+    # The draft the schema names ($schema).
+    cls = validator_for(schema)
+    cls.check_schema(schema)
+    validator = cls(schema)
     failed = False
 
     valid = sorted(glob.glob("config/*.toml"))

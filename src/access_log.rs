@@ -18,7 +18,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method, Uri};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tracing::error;
@@ -62,19 +62,24 @@ pub struct AccessStart {
 impl AccessStart {
     pub fn new(
         method: &Method,
-        path: &str,
+        uri: &Uri,
         headers: &HeaderMap,
         client: SocketAddr,
         user_key: Option<String>,
     ) -> Self {
         let first = |name: &str| headers.get(name).cloned();
+        // HTTP/2 names the host in `:authority`, not in a header.
+        let host = first("host").or_else(|| {
+            let authority = uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
         AccessStart {
             time: SystemTime::now(),
             method: method.clone(),
-            path: path.to_string(),
+            path: uri.path().to_string(),
             client,
             forwarded_for: first("x-forwarded-for"),
-            host: first("host"),
+            host,
             user_agent: first("user-agent"),
             traceparent: first("traceparent"),
             request_id: first("x-request-id"),

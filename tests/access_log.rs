@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,25 +23,6 @@ name = "canary-by-header"
 match = { header = { name = "x-canary", present = true } }
 to = "canary"
 "#;
-
-fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Polls until `lines` gives at least `n`, then a little longer so an extra line
-/// would show.
-async fn lines_when(lines: impl Fn() -> Vec<String>, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + STEP;
-    while lines().len() < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    lines()
-}
 
 fn parse(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
@@ -110,7 +91,7 @@ async fn every_field_an_on_call_engineer_needs() {
     .await;
     assert_eq!(a.status, 413);
 
-    let lines = lines_when(|| read_lines(&path), 4).await;
+    let lines = wait_for_lines(|| read_lines(&path), 4).await;
     assert_eq!(lines.len(), 4, "{lines:#?}");
     let v: Vec<Value> = lines.iter().map(|l| parse(l)).collect();
     for (line, v) in lines.iter().zip(&v) {
@@ -196,7 +177,7 @@ async fn the_user_key_is_logged_only_when_asked_for() {
     let (gw, path) = gateway(&pools, pools.canary.addr, "user_key = true\n");
     get(&gw.url("/"), &[("x-user-id", "42")]).await;
     get(&gw.url("/"), &[]).await;
-    let lines = lines_when(|| read_lines(&path), 2).await;
+    let lines = wait_for_lines(|| read_lines(&path), 2).await;
     assert_eq!(lines.len(), 2);
     assert_eq!(parse(&lines[0])["user_key"], "42");
     assert!(parse(&lines[1])["user_key"].is_null(), "no key: null");
@@ -216,24 +197,28 @@ async fn sigusr1_after_a_rename_starts_a_new_file_and_loses_no_line() {
     let (gw, path) = gateway(&pools, pools.canary.addr, "");
     let rotated = path.with_extension("log.1");
     let total = 1000;
-    // Four clients send the requests, while the file is renamed and the signal sent
-    // half way through.
+    // Four clients at a time: half the requests, then the other half while the file is
+    // renamed and the signal sent.
     let url = gw.url("/");
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                for _ in 0..total / 4 {
-                    assert_eq!(get(&url, &[]).await.status, 200);
-                }
+    let clients = || -> Vec<tokio::task::JoinHandle<()>> {
+        (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    for _ in 0..total / 8 {
+                        assert_eq!(get(&url, &[]).await.status, 200);
+                    }
+                })
             })
-        })
-        .collect();
-    let half = lines_when(|| read_lines(&path), 1).await;
-    assert!(!half.is_empty());
+            .collect()
+    };
+    for client in clients() {
+        client.await.unwrap();
+    }
+    let second_half = clients();
     std::fs::rename(&path, &rotated).unwrap();
     signal(&gw, "USR1");
-    for client in clients {
+    for client in second_half {
         client.await.unwrap();
     }
     let both = || {
@@ -241,7 +226,7 @@ async fn sigusr1_after_a_rename_starts_a_new_file_and_loses_no_line() {
         lines.extend(read_lines(&path));
         lines
     };
-    let lines = lines_when(both, total).await;
+    let lines = wait_for_lines(both, total).await;
     assert_eq!(lines.len(), total, "every line, in one file or the other");
     assert!(
         path.exists() && !read_lines(&path).is_empty(),
@@ -252,7 +237,7 @@ async fn sigusr1_after_a_rename_starts_a_new_file_and_loses_no_line() {
     // What comes after the signal goes only to the new file.
     let (old, new) = (read_lines(&rotated).len(), read_lines(&path).len());
     get(&gw.url("/"), &[]).await;
-    let lines = lines_when(|| read_lines(&path), new + 1).await;
+    let lines = wait_for_lines(|| read_lines(&path), new + 1).await;
     assert_eq!(lines.len(), new + 1);
     assert_eq!(read_lines(&rotated).len(), old);
 }
@@ -262,7 +247,7 @@ async fn a_reload_opens_the_file_again_too() {
     let pools = Pools::start().await;
     let (gw, path) = gateway(&pools, pools.canary.addr, "");
     get(&gw.url("/"), &[]).await;
-    assert_eq!(lines_when(|| read_lines(&path), 1).await.len(), 1);
+    assert_eq!(wait_for_lines(|| read_lines(&path), 1).await.len(), 1);
     let rotated = path.with_extension("log.1");
     std::fs::rename(&path, &rotated).unwrap();
     signal(&gw, "HUP");
@@ -271,6 +256,24 @@ async fn a_reload_opens_the_file_again_too() {
     // The writer takes up the reopen at its next round (every 20 ms).
     tokio::time::sleep(Duration::from_millis(200)).await;
     get(&gw.url("/"), &[]).await;
-    assert_eq!(lines_when(|| read_lines(&path), 1).await.len(), 1);
+    assert_eq!(wait_for_lines(|| read_lines(&path), 1).await.len(), 1);
     assert_eq!(read_lines(&rotated).len(), 1);
+}
+
+#[tokio::test]
+async fn an_http2_request_logs_its_authority_as_host() {
+    let pools = Pools::start().await;
+    let (gw, path) = gateway(&pools, pools.canary.addr, "");
+    let request = http::Request::get(format!("http://example.test:8080/h2"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(send_h2c(gw.addr, request).await.body, "blue");
+    let lines = wait_for_lines(|| read_lines(&path), 1).await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        parse(&lines[0])["host"],
+        "example.test:8080",
+        "{}",
+        lines[0]
+    );
 }

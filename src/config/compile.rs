@@ -303,6 +303,15 @@ impl Compiler<'_> {
                 self.error(path.key("admin_token"), why);
             }
         }
+        for (i, server) in server.dns.nameservers.iter().enumerate() {
+            if server.port() == 0 {
+                let key = path.key("dns").key("nameservers").index(i);
+                self.error(
+                    key,
+                    format!("`{server}`: port 0 is not a name server's port"),
+                );
+            }
+        }
         if server.dns.timeout.is_zero() || server.dns.timeout > MAX_DNS_TIMEOUT {
             self.error(
                 path.key("dns").key("timeout"),

@@ -17,11 +17,15 @@ use super::model::ConfigFile;
 /// Where the schema is kept in the repository, for editors and CI.
 pub const SCHEMA_FILE: &str = "config/graygate.schema.json";
 
-/// The schema, generated once.
+/// The schema, generated once. Draft 7, the draft editors' TOML tools (taplo, VS Code's
+/// Even Better TOML) read best.
 pub fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let mut schema = schemars::schema_for!(ConfigFile).to_value();
+        let mut schema = schemars::generate::SchemaSettings::draft07()
+            .into_generator()
+            .into_root_schema_for::<ConfigFile>()
+            .to_value();
         schema["title"] = "graygate configuration".into();
         schema["description"] = "graygate's config file (TOML). Generated from the serde model by \
              `graygate schema`; do not edit by hand."
@@ -74,17 +78,18 @@ struct Shape<'s> {
 }
 
 impl<'s> Walk<'s, '_> {
-    /// Follows `$ref`s to the schema they name.
+    /// Follows `$ref`s (JSON pointers into the schema: `#/definitions/Pool`) to the
+    /// schema they name.
     fn resolve(&self, mut schema: &'s Value) -> &'s Value {
         for _ in 0..32 {
-            let Some(name) = schema
+            let Some(pointer) = schema
                 .get("$ref")
                 .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix("#/$defs/"))
+                .and_then(|r| r.strip_prefix('#'))
             else {
                 break;
             };
-            match self.root.get("$defs").and_then(|defs| defs.get(name)) {
+            match self.root.pointer(pointer) {
                 Some(target) => schema = target,
                 None => break,
             }

@@ -171,6 +171,10 @@ pub async fn run(reloader: Arc<Reloader>, mut shutdown: Shutdown) {
         due.retain(|host, _| names.contains_key(host));
         failing.retain(|host| names.contains_key(host));
         let now = Instant::now();
+        // A reload may have shortened `resolve_every`.
+        for (host, at) in due.iter_mut() {
+            *at = (*at).min(now + names[host].every);
+        }
         let hosts: Vec<Box<str>> = names
             .keys()
             .filter(|host| due.get(*host).is_none_or(|at| *at <= now))

@@ -129,7 +129,7 @@ impl Proxy {
             });
             let mut start = Box::new(AccessStart::new(
                 request.method(),
-                request.uri().path(),
+                request.uri(),
                 request.headers(),
                 client.remote,
                 user_key.flatten(),
@@ -340,12 +340,14 @@ async fn forward(
         &pool.name_header,
         snapshot.rule_header(decision),
     );
+    // An id the gateway made goes into the map, not into `extra`: only requests the
+    // access log records have one, and `extra` is sized for every request.
     if let Some(id) = access
         .as_deref()
         .filter(|a| a.request_id_made)
         .and_then(|a| a.request_id.clone())
     {
-        extra.push(headers::X_REQUEST_ID, id);
+        head.headers.insert(headers::X_REQUEST_ID, id);
     }
     if let Some(upgrade) = &upgrade {
         upgrade::restore_request_headers(&mut head.headers, upgrade);
@@ -386,9 +388,10 @@ async fn forward(
         ),
     )
     .await;
-    if let Some(access) = access {
+    if let (Some(access), Some(sending)) = (access, sending) {
         access.retries = retries;
-        if let (Ok(Ok(_)), Some(sending)) = (&sent, sending) {
+        // An endpoint is landed on only with its answer's head in.
+        if landed.is_some() {
             access.upstream_head = Some(sending.elapsed());
         }
     }

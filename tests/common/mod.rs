@@ -480,6 +480,26 @@ pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) ->
     condition()
 }
 
+/// The lines of a file; none if it does not exist (yet).
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `lines` until it has at least `n` entries (at most [`STEP`]), then a little
+/// longer, so that an extra line would show.
+pub async fn wait_for_lines(lines: impl Fn() -> Vec<String>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + STEP;
+    while lines().len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lines()
+}
+
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
