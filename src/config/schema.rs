@@ -97,10 +97,12 @@ impl<'s> Walk<'s, '_> {
         schema
     }
 
-    /// The schema's variants (`anyOf`, `oneOf`: an `Option` is `T` or null), or itself.
+    /// The schemas a value may have to match: the parts of `anyOf` and `oneOf` (an
+    /// `Option` is `T` or null) and of `allOf` (draft 7 wraps a `$ref` that has a
+    /// `default` beside it in one), or the schema itself.
     fn variants(&self, schema: &'s Value) -> Vec<&'s Value> {
         let schema = self.resolve(schema);
-        let listed = ["anyOf", "oneOf"]
+        let listed = ["anyOf", "oneOf", "allOf"]
             .iter()
             .filter_map(|k| schema.get(*k).and_then(Value::as_array))
             .flatten()
