@@ -264,7 +264,7 @@ async fn a_reload_opens_the_file_again_too() {
 async fn an_http2_request_logs_its_authority_as_host() {
     let pools = Pools::start().await;
     let (gw, path) = gateway(&pools, pools.canary.addr, "");
-    let request = http::Request::get(format!("http://example.test:8080/h2"))
+    let request = http::Request::get("http://example.test:8080/h2")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     assert_eq!(send_h2c(gw.addr, request).await.body, "blue");
