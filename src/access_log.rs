@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use prometheus_client::metrics::counter::Counter;
@@ -37,6 +37,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub struct AccessStart {
     pub time: SystemTime,
+    /// The same moment, on the monotonic clock.
+    pub started: Instant,
     pub method: Method,
     pub path: String,
     pub client: SocketAddr,
@@ -51,7 +53,7 @@ pub struct AccessStart {
     pub request_id_made: bool,
     /// Only with `log.user_key = true`.
     pub user_key: Option<String>,
-    /// From the first attempt to the upstream's response head.
+    /// From the request's arrival to its upstream's response head.
     pub upstream_head: Option<Duration>,
     /// Attempts on other endpoints after the first.
     pub retries: usize,
@@ -75,6 +77,7 @@ impl AccessStart {
         });
         AccessStart {
             time: SystemTime::now(),
+            started: Instant::now(),
             method: method.clone(),
             path: uri.path().to_string(),
             client,

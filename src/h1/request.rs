@@ -142,12 +142,11 @@ pub enum RequestFraming {
 }
 
 /// Headers written onto the wire after the request's own: what the proxy adds to every
-/// request (the forwarded headers, the decision, and after a fallback the pool it came
-/// from). Inserting new names into the client's header map instead would regrow
-/// (rehash) the map on every request.
+/// request (the forwarded headers, the decision). Inserting new names into the client's
+/// header map instead would regrow (rehash) the map on every request.
 #[derive(Debug, Default, Clone)]
 pub struct ExtraHeaders {
-    slots: [Option<(HeaderName, HeaderValue)>; 7],
+    slots: [Option<(HeaderName, HeaderValue)>; 6],
 }
 
 impl ExtraHeaders {

@@ -363,10 +363,12 @@ pub fn add_decision(
 }
 
 /// The upstream request after a fallback: `x-graygate-pool` names the pool that
-/// serves it, and `x-graygate-fallback-from` the one the rules chose.
-pub fn fell_back(extra: &mut ExtraHeaders, serving: &Pool, from: &Pool) {
+/// serves it, and `x-graygate-fallback-from` the one the rules chose. The second goes
+/// into the map (a client's own was dropped): a fallback is rare, and `extra` is sized
+/// for every request.
+pub fn fell_back(extra: &mut ExtraHeaders, headers: &mut HeaderMap, serving: &Pool, from: &Pool) {
     extra.replace(X_GRAYGATE_POOL, serving.name_header.clone());
-    extra.replace(X_GRAYGATE_FALLBACK_FROM, from.name_header.clone());
+    headers.insert(X_GRAYGATE_FALLBACK_FROM, from.name_header.clone());
 }
 
 /// A request id for a request that came without one: 128 random bits in the UUID

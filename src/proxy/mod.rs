@@ -375,8 +375,6 @@ async fn forward(
 
     // Phase 4: forward, the retries included, within the request timeout.
     let mut attempted: Option<Arc<Endpoint>> = None;
-    let mut retries = 0;
-    let sending = access.is_some().then(Instant::now);
     let sent = tokio::time::timeout(
         snapshot.settings.request_timeout,
         send_with_retries(
@@ -384,17 +382,11 @@ async fn forward(
             decision,
             request,
             &mut extra,
-            (landed, &mut attempted, &mut retries),
+            (landed, &mut attempted),
+            access,
         ),
     )
     .await;
-    if let (Some(access), Some(sending)) = (access, sending) {
-        access.retries = retries;
-        // An endpoint is landed on only with its answer's head in.
-        if landed.is_some() {
-            access.upstream_head = Some(sending.elapsed());
-        }
-    }
     let mut response = match sent {
         Ok(result) => result?,
         // Still waiting on the client's body: the client's doing, never the upstream's.
@@ -429,19 +421,16 @@ async fn forward(
 /// (or the stable pool, per `routing.fallback`) when that cannot duplicate the request:
 /// nothing of it was sent, or it is idempotent and has no body, so its head can be
 /// sent again. A streamed body is never resent. `attempted` names the endpoint of the
-/// attempt under way, for the caller to blame if the deadline passes; `retries` counts
-/// the attempts after the first. After a fallback, `extra` names the pool that serves
-/// and the one that could not.
+/// attempt under way, for the caller to blame if the deadline passes; `access`, when
+/// the access log is on, the retries and when the answer's head came. After a
+/// fallback, the upstream is told the pool that serves and the one that could not.
 async fn send_with_retries(
     snapshot: &Snapshot,
     decision: &mut Decision,
     mut request: Request<RequestBody>,
     extra: &mut ExtraHeaders,
-    (landed, attempted, retries): (
-        &mut Option<InFlight>,
-        &mut Option<Arc<Endpoint>>,
-        &mut usize,
-    ),
+    (landed, attempted): (&mut Option<InFlight>, &mut Option<Arc<Endpoint>>),
+    mut access: Option<&mut AccessStart>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     // The head is copied only when a resend is both safe and possible: a lone endpoint
     // of the stable pool has no other endpoint to retry on.
@@ -451,20 +440,21 @@ async fn send_with_retries(
     .then(|| Replay::of(&request));
     let mut failed: Vec<Arc<Endpoint>> = Vec::new();
     let mut last_error: Option<UpstreamError> = None;
+    let chosen = decision.pool;
     loop {
-        let chosen = decision.pool;
         let in_flight = match choose_endpoint(snapshot, decision, &failed) {
             Ok(in_flight) => in_flight,
             // Nowhere left to retry: the client learns what went wrong upstream.
             Err(none) => return Err(last_error.map_or(none, GatewayError::from_upstream)),
         };
         let pool = snapshot.pool(decision);
+        // Every attempt after a fallback: a replayed head is the one from before it.
         if decision.pool != chosen {
-            headers::fell_back(extra, pool, &snapshot.pools[chosen.0]);
+            let from = &snapshot.pools[chosen.0];
+            headers::fell_back(extra, request.headers_mut(), pool, from);
         }
         if last_error.is_some() {
             pool.metrics.retries.inc();
-            *retries += 1;
         }
         *attempted = Some(in_flight.endpoint());
         headers::ensure_host(request.headers_mut(), &in_flight.authority);
@@ -472,6 +462,9 @@ async fn send_with_retries(
             Ok(response) => {
                 pool.report(&in_flight, !response.status().is_server_error());
                 *landed = Some(in_flight);
+                if let Some(access) = access {
+                    access.upstream_head = Some(access.started.elapsed());
+                }
                 return Ok(response);
             }
             Err(failure) if failure.error.is_client_fault() => {
@@ -488,6 +481,9 @@ async fn send_with_retries(
                         debug!(pool = &*pool.name, endpoint = &*in_flight.address, error = %failure.error, "trying another endpoint");
                         failed.push(in_flight.endpoint());
                         last_error = Some(failure.error);
+                        if let Some(access) = access.as_deref_mut() {
+                            access.retries += 1;
+                        }
                         request = next;
                     }
                     _ => return Err(GatewayError::from_upstream(failure.error)),
