@@ -122,26 +122,10 @@ impl Proxy {
             let rollout = snapshot.rollout.as_ref()?;
             rollout.pending(cohort, decision.group, started)
         });
-        let mut access = snapshot.access_log.is_some().then(|| {
-            let user_key = snapshot.settings.log_user_key.then(|| {
-                let key = snapshot.chain.user_key(&view(&request, minted));
-                key.map(|k| String::from_utf8_lossy(&k).into_owned())
-            });
-            let mut start = Box::new(AccessStart::new(
-                request.method(),
-                request.uri(),
-                request.headers(),
-                client.remote,
-                user_key.flatten(),
-            ));
-            // A request the access log records has an id: the client's, or one made
-            // now and sent upstream.
-            if start.request_id.is_none() {
-                start.request_id = Some(headers::mint_request_id());
-                start.request_id_made = true;
-            }
-            start
-        });
+        let mut access = match snapshot.access_log {
+            Some(_) => Some(access_start(&snapshot, &request, client, minted)),
+            None => None,
+        };
         // The pool the rules chose; `forward` moves the decision to the stable pool
         // when it falls back.
         let chosen = decision.pool;
@@ -210,6 +194,36 @@ impl Proxy {
         };
         response.map(|body| body.with_completion(completion))
     }
+}
+
+/// What the access log takes from a request at its start. A request the access log
+/// records has an id: the client's, or one made now (and sent upstream). Out of line:
+/// most gateways log nothing, and their requests should not carry this code.
+#[inline(never)]
+fn access_start<B>(
+    snapshot: &Snapshot,
+    request: &Request<B>,
+    client: &ClientConnection,
+    minted: Option<&[u8]>,
+) -> Box<AccessStart> {
+    let user_key = snapshot
+        .settings
+        .log_user_key
+        .then(|| snapshot.chain.user_key(&view(request, minted)))
+        .flatten()
+        .map(|key| String::from_utf8_lossy(&key).into_owned());
+    let mut start = Box::new(AccessStart::new(
+        request.method(),
+        request.uri(),
+        request.headers(),
+        client.remote,
+        user_key,
+    ));
+    if start.request_id.is_none() {
+        start.request_id = Some(headers::mint_request_id());
+        start.request_id_made = true;
+    }
+    start
 }
 
 /// What the rules read of a request, with the sticky id made for it if any.
