@@ -122,10 +122,10 @@ impl Proxy {
             let rollout = snapshot.rollout.as_ref()?;
             rollout.pending(cohort, decision.group, started)
         });
-        let mut access = match snapshot.access_log {
-            Some(_) => Some(access_start(&snapshot, &request, client, minted)),
-            None => None,
-        };
+        let mut access = snapshot
+            .access_log
+            .as_ref()
+            .map(|_| access_start(&snapshot, &request, client, minted));
         // The pool the rules chose; `forward` moves the decision to the stable pool
         // when it falls back.
         let chosen = decision.pool;
