@@ -56,9 +56,18 @@ class Quiet(DNSLogger):
 def main():
     records, queries = sys.argv[1], sys.argv[2]
     resolver = FileResolver(records, queries)
-    udp = DNSServer(resolver, address="127.0.0.1", port=0, logger=Quiet())
-    port = udp.server.server_address[1]
-    tcp = DNSServer(resolver, address="127.0.0.1", port=port, tcp=True, logger=Quiet())
+    # A UDP port the system picks, and TCP on the same number: another process may
+    # hold that TCP port, so try again with another.
+    for _ in range(100):
+        udp = DNSServer(resolver, address="127.0.0.1", port=0, logger=Quiet())
+        port = udp.server.server_address[1]
+        try:
+            tcp = DNSServer(resolver, address="127.0.0.1", port=port, tcp=True, logger=Quiet())
+            break
+        except OSError:
+            udp.server.server_close()
+    else:
+        sys.exit("no port free for both UDP and TCP")
     udp.start_thread()
     tcp.start_thread()
     print(f"port {port}", flush=True)
