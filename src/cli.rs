@@ -1,5 +1,5 @@
 //! The command line: `run`, `check`, `explain`, `demo`, `rollout`, `controller`,
-//! `schema`.
+//! `schema`, and the demo stack's `demo-upstream` and `demo-load`.
 //!
 //! Exit codes: 0 ok, 1 invalid config or runtime failure, 2 usage error (clap's).
 
@@ -81,11 +81,48 @@ enum Command {
         #[arg(long, default_value = "/")]
         path: String,
     },
-    /// Run the built-in demo: three in-process upstreams and the gateway in front.
+    /// Run the built-in demo: three in-process upstreams, the gateway in front with its
+    /// admin listener, status page and file watcher, a short rollout, and some load.
     Demo {
         /// Where the demo gateway listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where its admin listener (status page, metrics) listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Requests per second of the built-in load generator; 0 for none.
+        #[arg(long, default_value_t = 50.0, value_parser = parse_rate)]
+        rate: f64,
+    },
+    /// One demo upstream: answers with its name and version, misbehaves on request.
+    DemoUpstream {
+        /// The pool it plays, the first word of every answer.
+        #[arg(long)]
+        name: String,
+        /// The version it answers with.
+        #[arg(long, env = "GRAYGATE_DEMO_VERSION")]
+        version: Option<String>,
+        #[arg(long, env = "GRAYGATE_DEMO_LISTEN", default_value = "0.0.0.0:8000")]
+        listen: SocketAddr,
+        /// The share of requests answered 500, 0 to 1.
+        #[arg(long, env = "GRAYGATE_DEMO_ERROR_RATE", default_value_t = 0.0, value_parser = parse_share)]
+        error_rate: f64,
+        /// Added to every answer (humantime, e.g. 200ms), scaled by a random 0.5 to 1.5.
+        #[arg(long, env = "GRAYGATE_DEMO_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
+        latency: std::time::Duration,
+    },
+    /// A small load generator for the demo stack: GETs at a steady rate, dressed as
+    /// many kinds of clients.
+    DemoLoad {
+        /// The gateway, `http://host:port`.
+        #[arg(long, env = "GRAYGATE_DEMO_TARGET")]
+        target: http::Uri,
+        /// Requests per second.
+        #[arg(long, env = "GRAYGATE_DEMO_RATE", default_value_t = 20.0, value_parser = parse_rate)]
+        rate: f64,
+        /// Distinct user ids.
+        #[arg(long, default_value_t = 10_000)]
+        users: u32,
     },
     /// Judge a fleet's rollout from Prometheus and serve /admin/rollout, without
     /// serving traffic: a dedicated controller for gateways that follow it.
@@ -154,19 +191,66 @@ pub fn main() -> ExitCode {
         ) => explain(&config, headers, &path),
         (Some(Command::Run { config, no_watch }), _) => {
             logging::init(cli.log_format);
-            run(config, Role::Gateway, no_watch)
+            run(config, Role::Gateway, no_watch, None)
         }
         (None, Some(config)) => {
             logging::init(cli.log_format);
-            run(config, Role::Gateway, cli.no_watch)
+            run(config, Role::Gateway, cli.no_watch, None)
         }
         (Some(Command::Controller { config }), _) => {
             logging::init(cli.log_format);
-            run(config, Role::Controller, false)
+            run(config, Role::Controller, false, None)
         }
-        (Some(Command::Demo { listen }), _) => {
+        (
+            Some(Command::Demo {
+                listen,
+                admin,
+                rate,
+            }),
+            _,
+        ) => {
             logging::init(cli.log_format);
-            with_runtime(0, crate::demo::run(listen))
+            crate::demo::main(crate::demo::DemoSettings {
+                listen,
+                admin,
+                rate,
+            })
+        }
+        (
+            Some(Command::DemoUpstream {
+                name,
+                version,
+                listen,
+                error_rate,
+                latency,
+            }),
+            _,
+        ) => {
+            logging::init(cli.log_format);
+            let behaviour = crate::demo::upstream::Behaviour {
+                name,
+                version,
+                error_rate,
+                latency,
+            };
+            with_runtime(1, crate::demo::serve_upstream(listen, behaviour))
+        }
+        (
+            Some(Command::DemoLoad {
+                target,
+                rate,
+                users,
+            }),
+            _,
+        ) => {
+            logging::init(cli.log_format);
+            let settings = crate::demo::load::LoadSettings {
+                target,
+                rate,
+                users,
+                report_every: Some(crate::demo::LOAD_REPORT_EVERY),
+            };
+            with_runtime(1, crate::demo::send_load(settings))
         }
         (
             Some(Command::Rollout {
@@ -422,6 +506,23 @@ fn rollout(
     answer
 }
 
+/// Requests per second for the demo's load: 0 to 100,000.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if (0.0..=100_000.0).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate between 0 and 100000 requests a second"
+        )),
+    }
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("`{text}` is not a share between 0 and 1")),
+    }
+}
+
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = text.split_once(':').ok_or("expected `name: value`")?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
@@ -437,7 +538,15 @@ enum Role {
     Controller,
 }
 
-fn run(path: PathBuf, role: Role, no_watch: bool) -> ExitCode {
+/// Called once the gateway listens, with its traffic and admin addresses.
+pub type Announce = Box<dyn FnOnce(SocketAddr, SocketAddr) + Send>;
+
+/// `graygate run --config PATH`, telling `announce` where it listens.
+pub fn run_gateway(path: PathBuf, announce: Option<Announce>) -> ExitCode {
+    run(path, Role::Gateway, false, announce)
+}
+
+fn run(path: PathBuf, role: Role, no_watch: bool, announce: Option<Announce>) -> ExitCode {
     let shared = Arc::new(Shared::new());
     let reloader = match Reloader::start(path, shared) {
         Ok(reloader) => Arc::new(reloader),
@@ -566,6 +675,9 @@ fn run(path: PathBuf, role: Role, no_watch: bool) -> ExitCode {
             workers,
             "graygate serving"
         );
+        if let Some(announce) = announce {
+            announce(listen_address, admin_address);
+        }
         for worker in finished {
             let _ = worker.await;
         }

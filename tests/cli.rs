@@ -688,9 +688,73 @@ fn curl(command: &str) -> String {
     ran.stdout.trim().to_string()
 }
 
+/// The value after `prefix` on the printed line that starts with it.
+fn printed_after<'a>(printed: &'a [String], prefix: &str) -> &'a str {
+    printed
+        .iter()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("a line starting {prefix:?}: {printed:#?}"))
+        .trim()
+}
+
+/// `curl -s -i URL`: the status line, the headers (lower-cased names) and the body.
+fn curl_full(url: &str) -> (String, Vec<(String, String)>, String) {
+    let mut command = Command::new("curl");
+    command.args(["-s", "-i", "--max-time", "10", url]);
+    let ran = run(command);
+    assert_eq!(ran.code, Some(0), "curl {url}; stderr:\n{}", ran.stderr);
+    let (head, body) = ran
+        .stdout
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("a head from {url}: {}", ran.stdout));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn json_at(url: &str) -> Value {
+    let (status, _, body) = curl_full(url);
+    assert!(status.contains(" 200"), "{url}: {status}\n{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url} is not JSON ({e}): {body}"))
+}
+
+/// Polls `ready` every 100 ms up to `limit`.
+fn eventually(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn default_matches(admin: &str) -> u64 {
+    let stats = json_at(&format!("http://{admin}/admin/stats"));
+    let rules = stats["rules"].as_array().expect("rules");
+    let default = rules
+        .iter()
+        .find(|r| r["name"] == "default")
+        .expect("default");
+    default["matches"].as_u64().expect("matches")
+}
+
 #[test]
 fn demo_keeps_every_promise_it_prints() {
-    let mut demo = Proc::spawn(graygate_command(&["demo", "--listen", "127.0.0.1:0"]));
+    let mut demo = Proc::spawn(graygate_command(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]));
     let _stderr = demo.lines(false); // drained in the background
     let stdout = demo.lines(true);
     let printed = read_until(&stdout, "\"Stop with Ctrl-C.\"", |l| {
@@ -712,19 +776,151 @@ fn demo_keeps_every_promise_it_prints() {
         })
         .collect();
     assert!(promises.len() >= 2, "curl lines: {printed:#?}");
+    // Each upstream answers `<pool> <version>`.
+    let pool_of = |command: &str| {
+        let body = curl(command);
+        body.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut saw_random = false;
-    for (command, pool) in promises {
+    for &(command, pool) in &promises {
         if pool == "canary or blue" {
             saw_random = true;
-            let bodies: BTreeSet<String> = (0..60).map(|_| curl(command)).collect();
+            let bodies: BTreeSet<String> = (0..60).map(|_| pool_of(command)).collect();
             let want: BTreeSet<String> = ["blue".into(), "canary".into()].into();
             assert_eq!(bodies, want, "{command}");
         } else {
-            assert_eq!(curl(command), pool, "{command}");
+            assert_eq!(pool_of(command), pool, "{command}");
         }
     }
     assert!(saw_random, "the random rule's line is printed");
+
+    // The admin listener: the status page under its policy, and the metrics.
+    let page_url = printed_after(&printed, "Status page:");
+    let admin = page_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/admin/ui"))
+        .unwrap_or_else(|| panic!("status page URL: {page_url}"))
+        .to_string();
+    let (status, headers, body) = curl_full(page_url);
+    assert!(status.contains(" 200"), "{page_url}: {status}");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    assert!(header("content-type").starts_with("text/html"));
+    assert!(
+        header("content-security-policy").starts_with("default-src 'none'"),
+        "{headers:?}"
+    );
+    assert!(body.contains("<title>graygate status</title>"));
+    let metrics_url = printed_after(&printed, "Metrics:");
+    assert_eq!(metrics_url, format!("http://{admin}/metrics"));
+    let (_, _, metrics) = curl_full(metrics_url);
+    for series in [
+        "graygate_build_info{version=\"",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "graygate_endpoint_up{pool=\"canary\",endpoint=\"127.0.0.1:",
+        "graygate_time_to_first_byte_seconds_bucket{le=\"60.0\",pool=\"blue\"}",
+        "graygate_rollout_weight_permille{rule=\"web-rollout\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in /metrics:\n{metrics}");
+    }
+
+    // The built-in load keeps traffic flowing with no request from the test.
+    let before = default_matches(&admin);
+    assert!(
+        eventually(Duration::from_secs(10), || default_matches(&admin)
+            > before + 10),
+        "the load generator sends traffic"
+    );
+    // The rollout the demo runs is on show.
+    let rollout = json_at(&format!("http://{admin}/admin/rollout"));
+    assert_eq!(rollout["rule"], "web-rollout");
+    assert_eq!(rollout["steps"], serde_json::json!([250, 500, 1000]));
+
+    // The edit it suggests: raise the canary's per-mille in the watched file. The
+    // user the demo showed outside the canary's buckets is then inside.
+    let config = PathBuf::from(printed_after(&printed, "Config:"));
+    let text = std::fs::read_to_string(&config).expect("the demo's config file");
+    let edited = text.replacen(
+        "match = { permille = 50, salt = \"demo\" }",
+        "match = { permille = 1000, salt = \"demo\" }",
+        1,
+    );
+    assert_ne!(
+        edited,
+        text,
+        "the suggested line is in {}",
+        config.display()
+    );
+    // As an editor saves: a new file renamed over the old one.
+    let saved = config.with_extension("toml.swp");
+    std::fs::write(&saved, edited).expect("write the edit");
+    std::fs::rename(&saved, &config).expect("rename over the config");
+    let generation = || json_at(&format!("http://{admin}/admin/config"))["generation"].clone();
+    assert!(
+        eventually(Duration::from_secs(10), || generation() == 2),
+        "the edit was applied: generation {}",
+        generation()
+    );
+    // The user ids from 2000 are the per-mille rule's; the one shown on blue is outside.
+    let outside = promises
+        .iter()
+        .find(|(command, pool)| command.contains("x-user-id: 2") && *pool == "blue")
+        .map(|(command, _)| *command)
+        .expect("a user outside the canary's buckets");
+    assert_eq!(pool_of(outside), "canary", "{outside} after the edit");
+    let (_, _, metrics) = curl_full(metrics_url);
+    assert!(
+        metrics.contains("graygate_config_reloads_total{result=\"success\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("graygate_config_generation 2\n"));
+
     demo.terminate_cleanly();
+    assert!(!config.exists(), "the demo removes its temporary directory");
+}
+
+#[test]
+fn demo_commands_refuse_bad_figures_with_usage_errors() {
+    for (args, env, want) in [
+        (
+            &["demo-upstream", "--name", "blue", "--error-rate", "1.5"][..],
+            None,
+            "is not a share between 0 and 1",
+        ),
+        (
+            &["demo-upstream", "--name", "blue"],
+            Some(("GRAYGATE_DEMO_ERROR_RATE", "lots")),
+            "is not a share between 0 and 1",
+        ),
+        (
+            &["demo-upstream", "--name", "blue", "--latency", "soon"],
+            None,
+            "--latency",
+        ),
+        (&["demo", "--rate", "NaN"], None, "is not a rate"),
+        (
+            &["demo-load", "--target", "http://127.0.0.1:9", "--rate=-1"],
+            None,
+            "is not a rate",
+        ),
+    ] {
+        let mut command = graygate_command(args);
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let ran = run(command);
+        assert_eq!(ran.code, Some(2), "{args:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains(want), "{args:?}: {}", ran.stderr);
+    }
 }
 
 fn write_run_config(dir: &Path) -> String {

@@ -32,10 +32,11 @@ use tokio::net::TcpStream;
 // Helpers
 // ---------------------------------------------------------------------------------
 
-/// The histogram bounds SPEC's `graygate_request_duration_seconds` is exported with.
-const DURATION_BOUNDS: [f64; 16] = [
+/// The histogram bounds `graygate_request_duration_seconds` (and the time to first
+/// byte) is exported with: SPEC's up to 30 s, then on to 5 minutes for long streams.
+const DURATION_BOUNDS: [f64; 19] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
-    30.0,
+    30.0, 60.0, 120.0, 300.0,
 ];
 
 /// One `/metrics` scrape: the raw text and what a real parser made of it.
@@ -636,6 +637,12 @@ async fn a_request_is_counted_when_its_body_ends_with_its_whole_duration() {
                 .count,
             0.0
         );
+        // The time to first byte is taken when the head arrives.
+        assert_eq!(
+            m.histogram("graygate_time_to_first_byte_seconds", &[("pool", "blue")])
+                .count,
+            1.0
+        );
     }
 
     tokio::time::timeout(STEP, async {
@@ -655,6 +662,82 @@ async fn a_request_is_counted_when_its_body_ends_with_its_whole_duration() {
     assert_eq!(bucket(0.5), 0.0, "600 ms is above 0.5 s: {h:?}");
     assert_eq!(bucket(f64::INFINITY), 1.0);
     assert!(h.sum >= 0.6, "{h:?}");
+    // The head came at once: the time to first byte is the head's, not the body's.
+    let first = m.histogram("graygate_time_to_first_byte_seconds", &[("pool", "blue")]);
+    assert_eq!(first.count, 1.0);
+    let bounds: Vec<f64> = first.buckets.iter().map(|b| b.0).collect();
+    assert_eq!(bounds[..DURATION_BOUNDS.len()], DURATION_BOUNDS);
+    let first_bucket = |le: f64| first.buckets.iter().find(|b| b.0 == le).unwrap().1;
+    assert_eq!(first_bucket(0.25), 1.0, "{first:?}");
+    assert!(first.sum < 0.25, "{first:?}");
+}
+
+/// `graygate_build_info`, the `process_*` family, and `graygate_endpoint_up` per
+/// endpoint, following health checks and reloads.
+#[tokio::test]
+async fn build_info_process_metrics_and_endpoint_up() {
+    let blue = Upstream::named("blue").await;
+    let dead = dead_address().await;
+    let health = "health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }\n";
+    let config = gateway_config(
+        &[("blue", blue.addr, None), ("canary", dead, None)],
+        "[routing]\nstable = \"blue\"\n",
+    )
+    .replace(
+        &format!("[pools.canary]\nendpoints = [\"{dead}\"]\n"),
+        &format!("[pools.canary]\nendpoints = [\"{dead}\"]\n{health}"),
+    );
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let gw = Gateway::start(&config);
+    let canary = [("pool", "canary"), ("endpoint", &*dead.to_string())];
+    let blue_labels = [("pool", "blue"), ("endpoint", &*blue.addr.to_string())];
+    let m = scrape_until(&gw, |m| {
+        m.sample("graygate_endpoint_up", &canary)
+            .is_some_and(|s| matches!(s.value, Value::Gauge(v) if v == 0.0))
+    })
+    .await;
+    assert_eq!(m.gauge("graygate_endpoint_up", &canary), 0.0, "checks fail");
+    assert_eq!(m.gauge("graygate_endpoint_up", &blue_labels), 1.0);
+    assert_eq!(m.all("graygate_endpoint_up").len(), 2);
+    assert_eq!(
+        m.gauge(
+            "graygate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+
+    // The process figures are the gateway's own: it started a moment ago, holds
+    // sockets, and its limit is above what it holds.
+    let start = m.gauge("process_start_time_seconds", &[]);
+    assert!((start - started).abs() < 30.0, "{start} vs {started}");
+    let open = m.gauge("process_open_fds", &[]);
+    assert!(open >= 4.0, "listeners, epoll and the log pipe: {open}");
+    assert!(m.gauge("process_max_fds", &[]) > open);
+    assert!(m.gauge("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(m.counter("process_cpu_seconds_total", &[]) >= 0.0);
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
+        .unwrap()
+        .count() as f64;
+    assert!(
+        (open - fds).abs() <= 3.0,
+        "process_open_fds {open} vs /proc/PID/fd {fds}"
+    );
+
+    // A reload that drops the canary drops its endpoint's series.
+    rewrite_config(
+        &gw,
+        &gateway_config(
+            &[("blue", blue.addr, None)],
+            "[routing]\nstable = \"blue\"\n",
+        ),
+    );
+    let m = scrape_until(&gw, |m| m.all("graygate_endpoint_up").len() == 1).await;
+    assert_eq!(m.all("graygate_endpoint_up").len(), 1, "{}", m.text);
+    assert_eq!(m.gauge("graygate_endpoint_up", &blue_labels), 1.0);
 }
 
 /// `graygate_requests_total` of one status class, summed over every pool.

@@ -11,6 +11,8 @@
 //! | `GET /admin/rollout` | the rollout's state, steps, cohorts, analyses, transitions |
 //! | `GET /admin/rollout/state` | the compact state a follower takes |
 //! | `GET /admin/mirror` | each mirror's counts and its latest differences |
+//! | `GET /admin/stats` | per pool and per rule figures for the status page (see [`super::stats`]) |
+//! | `GET /admin/ui` | the live status page (see [`super::status_page`]) |
 //! | `POST /admin/rollout/{pause,resume,promote,abort}` | 200 with the new state; 409 when it does not apply; 404 without a rollout |
 //!
 //! Other paths get 404; other methods on these paths get 405. With
@@ -46,6 +48,8 @@ use tower::{BoxError, ServiceBuilder};
 use tracing::{debug, warn};
 
 use super::reload::{Outcome, Reloader, RolloutAction};
+use super::stats::{self, History, Reading};
+use super::status_page;
 use crate::metrics::{wants_openmetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 use crate::rollout::controller::ActionError;
 use crate::routing::RequestView;
@@ -91,11 +95,20 @@ pub async fn serve(
             "the admin listener is reachable beyond loopback and server.admin_token is not set: anyone who reaches it can reload the config and steer the rollout"
         );
     }
+    // The status page's history of counters, sampled while the admin listener runs.
+    let history = Arc::new(History::default());
+    if scope == Scope::Admin {
+        tokio::spawn(stats::sample(
+            Arc::clone(&history),
+            Arc::clone(reloader.live()),
+            shutdown.clone(),
+        ));
+    }
     let router = {
         let reloader = Arc::clone(&reloader);
         tower::service_fn(move |request: Request<Incoming>| {
-            let reloader = Arc::clone(&reloader);
-            async move { Ok::<_, Infallible>(route(&reloader, scope, request).await) }
+            let (reloader, history) = (Arc::clone(&reloader), Arc::clone(&history));
+            async move { Ok::<_, Infallible>(route(&reloader, scope, &history, request).await) }
         })
     };
     let service = bounded(router, MAX_IN_FLIGHT, ANSWER_TIMEOUT);
@@ -198,6 +211,7 @@ fn answer_failure(result: Result<AdminResponse, BoxError>) -> Result<AdminRespon
 async fn route(
     reloader: &Arc<Reloader>,
     scope: Scope,
+    history: &History,
     request: Request<Incoming>,
 ) -> AdminResponse {
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
@@ -235,6 +249,8 @@ async fn route(
         "/admin/rollout" if read => rollout_status(reloader).await,
         "/admin/rollout/state" if read => rollout_state(reloader).await,
         "/admin/mirror" if read => mirrors(reloader),
+        "/admin/stats" if read => figures(reloader, history),
+        "/admin/ui" if read => status_page(),
         "/admin/rollout/pause"
         | "/admin/rollout/resume"
         | "/admin/rollout/promote"
@@ -247,7 +263,9 @@ async fn route(
         | "/admin/explain"
         | "/admin/rollout"
         | "/admin/rollout/state"
-        | "/admin/mirror" => method_not_allowed("GET, HEAD"),
+        | "/admin/mirror"
+        | "/admin/stats"
+        | "/admin/ui" => method_not_allowed("GET, HEAD"),
         "/admin/reload"
         | "/admin/rollout/pause"
         | "/admin/rollout/resume"
@@ -304,10 +322,19 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 fn metrics(reloader: &Reloader, headers: &HeaderMap) -> AdminResponse {
     let openmetrics = wants_openmetrics(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     // Endpoint states change with time (an ejection expires), so they are read now.
-    for pool in reloader.live().load().pools.iter() {
+    let snapshot = reloader.live().load();
+    for pool in snapshot.pools.iter() {
         pool.publish_endpoint_states();
     }
-    let body = reloader.shared().metrics.encode(openmetrics);
+    let metrics = &reloader.shared().metrics;
+    metrics.publish_endpoints(snapshot.pools.iter().flat_map(|pool| {
+        let name = &*pool.name;
+        pool.endpoints
+            .iter()
+            .map(move |e| (name, &*e.address, e.is_available()))
+    }));
+    drop(snapshot);
+    let body = metrics.encode(openmetrics);
     let content_type = if openmetrics {
         OPENMETRICS_CONTENT_TYPE
     } else {
@@ -478,6 +505,45 @@ async fn rollout_action(reloader: &Arc<Reloader>, uri: &http::Uri) -> AdminRespo
             &json!({ "error": err.to_string(), "state": reloader.rollout_status().map(|s| s["state"].clone()) }),
         ),
     }
+}
+
+/// The status page's figures: per pool and per rule, now and over the last minutes.
+fn figures(reloader: &Reloader, history: &History) -> AdminResponse {
+    let snapshot = reloader.live().load();
+    let now = Reading::of(&snapshot, stats::now_ms());
+    let cx = stats::Context {
+        snapshot: &snapshot,
+        last_reload_failed: reloader.last_error().is_some(),
+    };
+    json_response(StatusCode::OK, &stats::report(history, &cx, now))
+}
+
+/// The status page, under a policy that lets it load nothing but itself and talk to
+/// nothing but this listener.
+fn status_page() -> AdminResponse {
+    let mut response = respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        status_page::PAGE,
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_str(&status_page::CONTENT_SECURITY_POLICY).expect("the policy is ASCII"),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 fn no_rollout() -> AdminResponse {

@@ -10,4 +10,6 @@ pub mod client;
 pub mod dns;
 pub mod reload;
 pub mod rollout;
+pub mod stats;
+pub mod status_page;
 pub mod watch;

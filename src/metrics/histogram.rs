@@ -12,11 +12,15 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Upper bounds in seconds: sub-millisecond proxying up to multi-second inference.
-pub const LATENCY_BUCKETS: [f64; 16] = [
+/// Upper bounds in seconds: sub-millisecond proxying up to inference that streams for
+/// minutes (long generations would otherwise all land in `+Inf`).
+pub const LATENCY_BUCKETS: [f64; 19] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
-    30.0,
+    30.0, 60.0, 120.0, 300.0,
 ];
+
+/// Observations per bucket, `+Inf` last; not cumulative.
+pub type BucketCounts = [u64; LATENCY_BUCKETS.len() + 1];
 
 #[derive(Debug, Clone, Default)]
 pub struct LatencyHistogram(Arc<Inner>);
@@ -44,6 +48,11 @@ impl LatencyHistogram {
         self.0.counts[bucket].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.0.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The observations in each bucket, now.
+    pub fn bucket_counts(&self) -> BucketCounts {
+        std::array::from_fn(|i| self.0.counts[i].load(Ordering::Relaxed))
     }
 
     pub fn count(&self) -> u64 {
@@ -85,10 +94,16 @@ mod tests {
         let h = LatencyHistogram::default();
         h.observe(Duration::from_micros(500)); // exactly 0.5 ms: first bucket
         h.observe(Duration::from_micros(501)); // second
-        h.observe(Duration::from_secs(31)); // +Inf
-        assert_eq!(h.0.counts[0].load(Ordering::Relaxed), 1);
-        assert_eq!(h.0.counts[1].load(Ordering::Relaxed), 1);
-        assert_eq!(h.0.counts[LATENCY_BUCKETS.len()].load(Ordering::Relaxed), 1);
-        assert_eq!(h.count(), 3);
+        h.observe(Duration::from_secs(45)); // past 30 s: the 60 s bucket
+        h.observe(Duration::from_secs(301)); // +Inf
+        let counts = h.bucket_counts();
+        assert_eq!(counts[0], 1);
+        assert_eq!(counts[1], 1);
+        assert_eq!(
+            counts[LATENCY_BUCKETS.iter().position(|&b| b == 60.0).unwrap()],
+            1
+        );
+        assert_eq!(counts[LATENCY_BUCKETS.len()], 1);
+        assert_eq!(h.count(), 4);
     }
 }

@@ -9,6 +9,7 @@
 mod cohorts;
 mod exposition;
 mod histogram;
+mod process;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,8 @@ pub use cohorts::{bucket_bounds, CohortExport};
 pub use exposition::{
     to_prometheus, wants_openmetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE,
 };
-pub use histogram::{LatencyHistogram, LATENCY_BUCKETS};
+pub use histogram::{BucketCounts, LatencyHistogram, LATENCY_BUCKETS};
+pub use process::{ProcessCollector, ProcessFigures};
 
 /// `graygate_upstream_errors_total{kind}` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +100,17 @@ struct ResultLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolVersionLabels {
     pool: String,
+    version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet, PartialOrd, Ord)]
+struct PoolEndpointLabels {
+    pool: String,
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
     version: String,
 }
 
@@ -243,8 +256,14 @@ impl RolloutMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The `process_*` metrics, unprefixed.
+    process: Registry,
     requests: Family<PoolStatusLabels, Counter>,
     duration: Family<PoolLabels, LatencyHistogram>,
+    first_byte: Family<PoolLabels, LatencyHistogram>,
+    endpoint_up: Family<PoolEndpointLabels, Gauge>,
+    /// The endpoints `endpoint_up` has series for, to remove those gone.
+    endpoints_published: Mutex<BTreeSet<PoolEndpointLabels>>,
     upstream_errors: Family<PoolKindLabels, Counter>,
     rule_matches: Family<RuleLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
@@ -291,6 +310,7 @@ impl Series {
 pub struct PoolMetrics {
     requests: [Counter; 5],
     duration: LatencyHistogram,
+    first_byte: LatencyHistogram,
     errors: [Counter; 4],
     pub retries: Counter,
     /// Requests this pool could not serve and sent to the stable pool.
@@ -312,12 +332,38 @@ impl PoolMetrics {
         self.duration.observe(elapsed);
     }
 
+    /// Records the time from the request's arrival to its upstream's response head.
+    pub fn first_byte(&self, elapsed: Duration) {
+        if cfg!(feature = "bench-no-metrics") {
+            return;
+        }
+        self.first_byte.observe(elapsed);
+    }
+
     pub fn upstream_error(&self, kind: ErrorKind) {
         if cfg!(feature = "bench-no-metrics") {
             return;
         }
         self.errors[kind as usize].inc();
     }
+
+    /// The pool's counters as they are now (for `/admin/stats`).
+    pub fn counts(&self) -> PoolCounts {
+        PoolCounts {
+            requests: std::array::from_fn(|i| self.requests[i].get()),
+            fallbacks: self.fallbacks.get(),
+            duration: self.duration.bucket_counts(),
+        }
+    }
+}
+
+/// One reading of a pool's counters: requests by status class (1xx to 5xx), the
+/// requests it sent to the stable pool, and request durations per bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    pub requests: [u64; 5],
+    pub fallbacks: u64,
+    pub duration: BucketCounts,
 }
 
 impl Default for Metrics {
@@ -329,8 +375,18 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("graygate");
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
         let requests = Family::default();
         let duration = Family::default();
+        let first_byte = Family::default();
+        let endpoint_up = Family::default();
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
         let upstream_errors = Family::default();
         let rule_matches = Family::default();
         let reloads = Family::<ResultLabels, Counter>::default();
@@ -368,6 +424,21 @@ impl Metrics {
             "request_duration_seconds",
             "Time from the request's arrival to the end of its response, by pool",
             duration.clone(),
+        );
+        registry.register(
+            "time_to_first_byte_seconds",
+            "Time from the request's arrival to its upstream's response head, by the pool that answered",
+            first_byte.clone(),
+        );
+        registry.register(
+            "endpoint_up",
+            "Whether an endpoint takes requests (1) or is marked down by health checks or ejection (0)",
+            endpoint_up.clone(),
+        );
+        registry.register(
+            "build_info",
+            "The running graygate's version (always 1)",
+            build_info,
         );
         registry.register(
             "upstream_errors",
@@ -467,9 +538,13 @@ impl Metrics {
         );
         Metrics {
             registry,
+            process,
             client_errors,
             requests,
             duration,
+            first_byte,
+            endpoint_up,
+            endpoints_published: Mutex::new(BTreeSet::new()),
             upstream_errors,
             rule_matches,
             reloads,
@@ -518,6 +593,10 @@ impl Metrics {
             .duration
             .get_or_create(&PoolLabels { pool: name() })
             .clone();
+        let first_byte = self
+            .first_byte
+            .get_or_create(&PoolLabels { pool: name() })
+            .clone();
         let retries = self
             .retries
             .get_or_create(&PoolLabels { pool: name() })
@@ -540,6 +619,7 @@ impl Metrics {
         PoolMetrics {
             requests,
             duration,
+            first_byte,
             errors,
             retries,
             fallbacks,
@@ -699,13 +779,42 @@ impl Metrics {
         }
         self.duration.remove(&PoolLabels { pool: pool.clone() });
         self.dns_failures.remove(&PoolLabels { pool: pool.clone() });
+        self.first_byte.remove(&PoolLabels { pool: pool.clone() });
         self.retries.remove(&PoolLabels { pool });
+    }
+
+    /// Sets `graygate_endpoint_up` to each endpoint's state, `(pool, endpoint, up)`,
+    /// and removes the series of endpoints no longer listed. Called at scrape time.
+    pub fn publish_endpoints<'a>(
+        &self,
+        endpoints: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
+    ) {
+        let mut published = self
+            .endpoints_published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut now = BTreeSet::new();
+        for (pool, endpoint, up) in endpoints {
+            let labels = PoolEndpointLabels {
+                pool: pool.to_string(),
+                endpoint: endpoint.to_string(),
+            };
+            self.endpoint_up.get_or_create(&labels).set(i64::from(up));
+            now.insert(labels);
+        }
+        for gone in published.difference(&now) {
+            self.endpoint_up.remove(gone);
+        }
+        *published = now;
     }
 
     /// The exposition: OpenMetrics text, or the Prometheus text format.
     pub fn encode(&self, openmetrics: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+        encode_registry(&mut text, &self.registry)
+            .and_then(|()| encode_registry(&mut text, &self.process))
+            .and_then(|()| encode_eof(&mut text))
             .expect("writing to a String cannot fail");
         if openmetrics {
             text

@@ -171,6 +171,15 @@ impl ResponseBody {
         }
     }
 
+    /// When the upstream's answer head was in, for a body not yet polled: its idle
+    /// clock starts there. `None` for the gateway's own answers.
+    pub fn upstream_head_at(&self) -> Option<Instant> {
+        match &self.content {
+            Content::Upstream(upstream) if upstream.timer.is_none() => Some(upstream.last_progress),
+            _ => None,
+        }
+    }
+
     pub fn text(text: &'static str) -> Self {
         let content = Content::Local(Full::new(Bytes::from_static(text.as_bytes())));
         ResponseBody {

@@ -145,6 +145,14 @@ impl Proxy {
         .await;
         let fallback_from = (decision.pool != chosen).then_some(chosen);
         let upstream_answered = forwarded.is_ok();
+        if let Ok(response) = &forwarded {
+            // The time to the upstream's head, from the clock reading its body took
+            // then: no second reading.
+            if let Some(head_at) = response.body().upstream_head_at() {
+                let waited = head_at.saturating_duration_since(started);
+                snapshot.pool(&decision).metrics.first_byte(waited);
+            }
+        }
         let mut response = match forwarded {
             Ok(response) => response,
             Err(err) => {
