@@ -1,5 +1,5 @@
-//! The command line: `run`, `check`, `explain`, `demo`, `rollout`, `controller`, and
-//! the demo stack's `demo-upstream` and `demo-load`.
+//! The command line: `run`, `check`, `explain`, `demo`, `rollout`, `controller`,
+//! `schema`, and the demo stack's `demo-upstream` and `demo-load`.
 //!
 //! Exit codes: 0 ok, 1 invalid config or runtime failure, 2 usage error (clap's).
 
@@ -23,7 +23,7 @@ use crate::server::ServerSettings;
 use crate::shared::Shared;
 use crate::shutdown;
 use crate::snapshot::Snapshot;
-use crate::upstream::active;
+use crate::upstream::{active, EndpointSpec};
 use crate::workers;
 
 #[derive(Debug, Parser)]
@@ -38,6 +38,9 @@ pub struct Cli {
     /// Config file; `graygate --config PATH` is `graygate run --config PATH`.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// With `--config`: do not reload when the files change (as `run --no-watch`).
+    #[arg(long, requires = "config")]
+    no_watch: bool,
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -49,12 +52,23 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Do not reload when the config or a file it names changes: only SIGHUP and
+        /// `POST /admin/reload` reload (as `server.watch = false`).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a config file: exit 0 if valid, 1 with every error on stderr.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also look up every endpoint name, and report those that do not resolve
+        /// (`host not found in upstream`). Without it, `check` makes no query.
+        #[arg(long)]
+        resolve: bool,
     },
+    /// Print the config's JSON Schema (for editors and CI; the repository keeps it in
+    /// config/graygate.schema.json).
+    Schema,
     /// Print, as JSON, the decision for one request: pool, rule, bucket, and why each
     /// rule before the winner did not match.
     Explain {
@@ -159,7 +173,14 @@ enum RolloutCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::Check { config, resolve }), _) => check(&config, resolve),
+        (Some(Command::Schema), _) => {
+            use std::io::Write;
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(config::schema_text().as_bytes());
+            ExitCode::SUCCESS
+        }
         (
             Some(Command::Explain {
                 config,
@@ -168,13 +189,17 @@ pub fn main() -> ExitCode {
             }),
             _,
         ) => explain(&config, headers, &path),
-        (Some(Command::Run { config }), _) | (None, Some(config)) => {
+        (Some(Command::Run { config, no_watch }), _) => {
             logging::init(cli.log_format);
-            run(config, Role::Gateway, None)
+            run(config, Role::Gateway, no_watch, None)
+        }
+        (None, Some(config)) => {
+            logging::init(cli.log_format);
+            run(config, Role::Gateway, cli.no_watch, None)
         }
         (Some(Command::Controller { config }), _) => {
             logging::init(cli.log_format);
-            run(config, Role::Controller, None)
+            run(config, Role::Controller, false, None)
         }
         (
             Some(Command::Demo {
@@ -271,8 +296,28 @@ fn print_out(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
-fn check(path: &Path) -> ExitCode {
-    match load(path, &Shared::new()) {
+fn check(path: &Path, resolve: bool) -> ExitCode {
+    let shared = Shared::new();
+    let loaded = config::load(path, &shared);
+    // Names are looked up whether or not the rest is valid: every error in one run.
+    let unresolved = if resolve {
+        check_names(path)
+    } else {
+        Vec::new()
+    };
+    let loaded = match (loaded, unresolved.is_empty()) {
+        (loaded, true) => loaded,
+        (Ok(_), false) => Err(ConfigErrors(unresolved)),
+        (Err(ConfigErrors(mut errors)), false) => {
+            errors.extend(unresolved);
+            errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+            Err(ConfigErrors(errors))
+        }
+    };
+    match loaded.map_err(|errors| {
+        report(&errors);
+        ExitCode::from(1)
+    }) {
         Ok(snapshot) => {
             let (pools, rules) = (snapshot.pools.len(), snapshot.chain.rules().len());
             print_out(&format!(
@@ -300,6 +345,50 @@ fn check(path: &Path) -> ExitCode {
         }
         Err(code) => code,
     }
+}
+
+/// `check --resolve`: every endpoint name of the file, looked up as the gateway would
+/// (with `server.dns`); one error for each endpoint whose name does not resolve, in
+/// nginx's words.
+fn check_names(path: &Path) -> Vec<config::ConfigError> {
+    let Ok(source) = config::Source::read(path) else {
+        return Vec::new();
+    };
+    let Ok(file) = config::parse(&source) else {
+        return Vec::new();
+    };
+    let dns = control::dns::Dns::new(&file);
+    let mut endpoints = Vec::new();
+    for (pool, settings) in &file.pools {
+        for (i, text) in settings.endpoints.iter().enumerate() {
+            let Some(host) = EndpointSpec::parse(text)
+                .ok()
+                .and_then(|s| s.name().map(String::from))
+            else {
+                continue;
+            };
+            let key = config::KeyPath::root()
+                .key("pools")
+                .key(pool)
+                .key("endpoints")
+                .index(i);
+            endpoints.push((key, text.clone(), host));
+        }
+    }
+    if endpoints.is_empty() {
+        return Vec::new();
+    }
+    with_control_runtime_value(async move {
+        let mut errors = Vec::new();
+        for (key, text, host) in endpoints {
+            if let Err(why) = dns.lookup(&host).await {
+                let message = format!("host not found in upstream \"{text}\": {why}");
+                errors.push(config::ConfigError::at(&source, &key, message));
+            }
+        }
+        errors
+    })
+    .unwrap_or_default()
 }
 
 fn explain(path: &Path, headers: Vec<(HeaderName, HeaderValue)>, path_and_query: &str) -> ExitCode {
@@ -454,10 +543,10 @@ pub type Announce = Box<dyn FnOnce(SocketAddr, SocketAddr) + Send>;
 
 /// `graygate run --config PATH`, telling `announce` where it listens.
 pub fn run_gateway(path: PathBuf, announce: Option<Announce>) -> ExitCode {
-    run(path, Role::Gateway, announce)
+    run(path, Role::Gateway, false, announce)
 }
 
-fn run(path: PathBuf, role: Role, announce: Option<Announce>) -> ExitCode {
+fn run(path: PathBuf, role: Role, no_watch: bool, announce: Option<Announce>) -> ExitCode {
     let shared = Arc::new(Shared::new());
     let reloader = match Reloader::start(path, shared) {
         Ok(reloader) => Arc::new(reloader),
@@ -490,6 +579,7 @@ fn run(path: PathBuf, role: Role, announce: Option<Announce>) -> ExitCode {
     );
     let settings = ServerSettings::from_config(&snapshot.file);
     let tls_listen = snapshot.file.server.tls.as_ref().map(|tls| tls.listen);
+    let watch = snapshot.file.server.watch && !no_watch;
     drop(snapshot);
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -518,23 +608,33 @@ fn run(path: PathBuf, role: Role, announce: Option<Announce>) -> ExitCode {
         let background = (
             shutdown::on_signals(trigger),
             reload::on_sighup(Arc::clone(&reloader)),
-            watch::watch_files(Arc::clone(&reloader)),
+            reload::on_sigusr1(Arc::clone(&reloader)),
         );
         match background {
-            (Ok(signals), Ok(hangups), Ok(watcher)) => {
+            (Ok(signals), Ok(hangups), Ok(reopens)) => {
                 tokio::spawn(signals);
                 tokio::spawn(hangups);
-                tokio::spawn(watcher);
+                tokio::spawn(reopens);
             }
-            (Err(err), _, _) | (_, Err(err), _) => {
+            (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => {
                 error!(error = %err, "cannot install signal handlers");
                 return ExitCode::from(1);
             }
-            (_, _, Err(err)) => {
-                error!(error = %err, "cannot watch the config files");
-                return ExitCode::from(1);
-            }
         }
+        if watch {
+            match watch::watch_files(Arc::clone(&reloader)) {
+                Ok(watcher) => drop(tokio::spawn(watcher)),
+                Err(err) => {
+                    error!(error = %err, "cannot watch the config files");
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            info!("not watching the config files (--no-watch or server.watch = false): reload with SIGHUP or POST /admin/reload");
+        }
+        // Endpoint names resolve before the first request, then on their schedule.
+        control::dns::resolve_unknown(&reloader).await;
+        tokio::spawn(control::dns::run(Arc::clone(&reloader), shutdown.clone()));
         let (admin_address, metrics_address) =
             serve_control(admin_listener, metrics_listener, &reloader, &shutdown);
         let live = Arc::clone(reloader.live());
@@ -588,11 +688,12 @@ fn run(path: PathBuf, role: Role, announce: Option<Announce>) -> ExitCode {
 /// `graygate controller`: signals, reloads, the watcher, the admin listener and the
 /// rollout's clock, until SIGTERM.
 async fn control_plane_only(reloader: Arc<Reloader>) -> ExitCode {
-    let (admin_listen, metrics_listen) = {
+    let (admin_listen, metrics_listen, watch) = {
         let snapshot = reloader.live().load();
         (
             snapshot.file.server.admin_listen,
             snapshot.file.server.metrics_listen,
+            snapshot.file.server.watch,
         )
     };
     let (admin_listener, metrics_listener) = match bind_control(admin_listen, metrics_listen).await
@@ -601,15 +702,18 @@ async fn control_plane_only(reloader: Arc<Reloader>) -> ExitCode {
         Err(code) => return code,
     };
     let (trigger, mut shutdown) = shutdown::channel();
+    let watcher = watch.then(|| watch::watch_files(Arc::clone(&reloader)));
     match (
         shutdown::on_signals(trigger),
         reload::on_sighup(Arc::clone(&reloader)),
-        watch::watch_files(Arc::clone(&reloader)),
+        watcher.transpose(),
     ) {
         (Ok(signals), Ok(hangups), Ok(watcher)) => {
             tokio::spawn(signals);
             tokio::spawn(hangups);
-            tokio::spawn(watcher);
+            if let Some(watcher) = watcher {
+                tokio::spawn(watcher);
+            }
         }
         _ => {
             error!("cannot install signal handlers or watch the config files");
@@ -695,14 +799,19 @@ fn serve_control(
 
 /// The main thread's runtime, for the control plane.
 fn with_control_runtime(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    with_control_runtime_value(main).unwrap_or(ExitCode::from(1))
+}
+
+/// Runs `main` on a runtime like the control plane's; `None` if none can be made.
+fn with_control_runtime_value<T>(main: impl std::future::Future<Output = T>) -> Option<T> {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(main),
+        Ok(runtime) => Some(runtime.block_on(main)),
         Err(err) => {
             eprintln!("cannot start the runtime: {err}");
-            ExitCode::from(1)
+            None
         }
     }
 }

@@ -19,7 +19,8 @@ use crate::metrics::Series;
 use crate::mirror::Mirror;
 use crate::rollout::Tap;
 use crate::routing::{Chain, Decision, RequestView};
-use crate::upstream::Pool;
+use crate::shared::Shared;
+use crate::upstream::{Endpoint, Pool};
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -57,6 +58,8 @@ pub struct Settings {
     /// Bounds each wait for a request body's next bytes.
     pub body_read_timeout: Duration,
     pub sticky: Option<StickyCookie>,
+    /// `log.user_key`: the access log carries each request's user key.
+    pub log_user_key: bool,
 }
 
 /// `routing.sticky_cookie`, compiled: what the `Set-Cookie` for a new visitor says.
@@ -120,9 +123,65 @@ impl Snapshot {
             .chain
             .with_permille(tap.plan.rule, tap.weight, true)
             .expect("a rollout's rule has a per-mille condition");
+        self.derive(
+            chain,
+            Arc::clone(&self.pools),
+            self.mirrors.clone(),
+            Some(tap),
+        )
+    }
+
+    /// This snapshot with its endpoint names as they resolve now, or `None` when no
+    /// pool's or mirror's endpoints would change. Endpoints that stay are the same
+    /// endpoints (health, connections); everything else is shared or copied as it is:
+    /// a lookup is not a new config generation.
+    pub fn with_resolved(&self, shared: &Shared) -> Option<Snapshot> {
+        let same = |a: &[Arc<Endpoint>], b: &[Arc<Endpoint>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+        };
+        let mut changed = false;
+        let pools: Vec<Pool> = self
+            .pools
+            .iter()
+            .map(|pool| {
+                let endpoints = shared
+                    .endpoints
+                    .endpoints(&pool.name, &pool.specs, &shared.names);
+                changed |= !same(&endpoints, &pool.endpoints);
+                pool.with_endpoints(endpoints)
+            })
+            .collect();
+        let mirrors: Vec<Arc<Mirror>> = self
+            .mirrors
+            .iter()
+            .map(|mirror| {
+                let owner = Mirror::owner(&mirror.from_name, &mirror.to_name);
+                let endpoints =
+                    shared
+                        .endpoints
+                        .endpoints(&owner, &mirror.target.specs, &shared.names);
+                changed |= !same(&endpoints, &mirror.target.endpoints);
+                Arc::new(mirror.with_endpoints(endpoints))
+            })
+            .collect();
+        changed.then(|| {
+            let chain = self.chain.clone();
+            self.derive(chain, pools.into(), mirrors, self.rollout.clone())
+        })
+    }
+
+    /// A snapshot of the same config generation with these parts, the rest shared or
+    /// copied.
+    fn derive(
+        &self,
+        chain: Chain,
+        pools: Arc<[Pool]>,
+        mirrors: Vec<Arc<Mirror>>,
+        rollout: Option<Tap>,
+    ) -> Snapshot {
         Snapshot {
             chain,
-            pools: Arc::clone(&self.pools),
+            pools,
             rule_headers: self.rule_headers.clone(),
             rule_matches: self.rule_matches.clone(),
             default_matches: self.default_matches.clone(),
@@ -132,8 +191,8 @@ impl Snapshot {
             settings: self.settings.clone(),
             file: Arc::clone(&self.file),
             origin: self.origin.clone(),
-            rollout: Some(tap),
-            mirrors: self.mirrors.clone(),
+            rollout,
+            mirrors,
         }
     }
 }

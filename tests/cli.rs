@@ -273,18 +273,27 @@ fn rejects_unknown_top_level_key() {
         "unknown_top_level_key.toml",
         "7:2",
         "extra",
-        "unknown field `extra`, expected one of `server`, `limits`, `pools`, `routing`, `rules`, `log`, `rollout`, `mirror`",
+        "unknown key `extra`; expected one of `server`, `limits`, `pools`, `routing`, `rules`, `log`, `rollout`, `mirror`",
     );
 }
 
 #[test]
 fn rejects_unknown_key_in_a_rule_match() {
-    assert_rejected(
-        "unknown_match_key.toml",
-        "9:11",
-        "rules[0].match.bogus",
-        "unknown field `bogus`, expected one of `header`, `whitelist`, `whitelist_file`, \
-         `city`, `ua`, `channel`, `permille`, `salt`, `rate`",
+    // The rest of the file is checked without the unknown key: the match it was in is
+    // then empty, which is an error too.
+    let path = invalid("unknown_match_key.toml");
+    assert_eq!(
+        check_fails(&path),
+        [
+            format!(
+                "{path}:9:9: rules[0].match: a rule needs at least one condition; to send all traffic to a pool, set routing.stable"
+            ),
+            format!(
+                "{path}:9:11: rules[0].match.bogus: unknown key `bogus`; expected one of `header`, \
+                 `whitelist`, `whitelist_file`, `city`, `ua`, `channel`, `permille`, `salt`, `rate`"
+            ),
+            "2 errors".to_string(),
+        ]
     );
 }
 
@@ -487,6 +496,39 @@ fn reports_every_problem_of_a_file_with_several() {
     }
     assert_eq!(lines.len(), want.len() + 1, "{lines:#?}");
     assert_eq!(lines.last().unwrap(), "5 errors");
+}
+
+#[test]
+fn reports_every_unknown_key_with_its_place_and_the_other_errors_too() {
+    let path = invalid("unknown_keys_and_more.toml");
+    let want: Vec<String> = [
+        "3:1: server.lisen: unknown key `lisen`; did you mean `listen`?",
+        "7:1: pools.blue.endpoint: unknown key `endpoint`; did you mean `endpoints`?",
+        "11:1: routing.fallbak: unknown key `fallbak`; did you mean `fallback`?",
+        "15:22: rules[0].match.permille: needs `routing.user_key` to say where the value is read from",
+        "15:22: rules[0].match.permille: must be between 0 and 1000, got 2000",
+        "16:6: rules[0].to: unknown pool `green`; defined pools: blue",
+    ]
+    .iter()
+    .map(|line| format!("{path}:{line}"))
+    .chain(["6 errors".to_string()])
+    .collect();
+    assert_eq!(check_fails(&path), want);
+}
+
+#[test]
+fn reports_unknown_keys_beside_a_type_error() {
+    let path = invalid("unknown_key_and_type_error.toml");
+    assert_eq!(
+        check_fails(&path),
+        [
+            format!("{path}:3:6: pools.blue.lb: wanted string or table"),
+            format!(
+                "{path}:4:1: pools.blue.conect_timeout: unknown key `conect_timeout`; did you mean `connect_timeout`?"
+            ),
+            "2 errors".to_string(),
+        ]
+    );
 }
 
 #[test]

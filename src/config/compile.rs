@@ -20,7 +20,7 @@ use crate::rollout::Tap;
 use crate::routing::{self, Chain, Condition, HeaderTest, KeySet, PoolId, Sources, UaClassifier};
 use crate::shared::Shared;
 use crate::snapshot::{Origin, Settings, Snapshot};
-use crate::upstream::{parse_endpoint, Pool};
+use crate::upstream::{EndpointSpec, Pool};
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
@@ -28,6 +28,11 @@ use sha2::{Digest, Sha256};
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// HTTP/2 carries the header-list limit as a u32 setting.
 const MAX_HEADER_BYTES: usize = 16 * 1024 * 1024;
+/// Bounds on `pools.*.resolve_every`.
+const MIN_RESOLVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+const MAX_RESOLVE_EVERY: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// The longest `server.dns.timeout`.
+const MAX_DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bounds the memory one regex may compile into.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -152,6 +157,7 @@ impl Compiler<'_> {
                 max_body_bytes: file.limits.max_body_bytes,
                 body_read_timeout: file.limits.body_read_timeout,
                 sticky,
+                log_user_key: file.log.user_key,
             },
             file: Arc::new(file.clone()),
             origin: Origin {
@@ -297,6 +303,21 @@ impl Compiler<'_> {
                 self.error(path.key("admin_token"), why);
             }
         }
+        for (i, server) in server.dns.nameservers.iter().enumerate() {
+            if server.port() == 0 {
+                let key = path.key("dns").key("nameservers").index(i);
+                self.error(
+                    key,
+                    format!("`{server}`: port 0 is not a name server's port"),
+                );
+            }
+        }
+        if server.dns.timeout.is_zero() || server.dns.timeout > MAX_DNS_TIMEOUT {
+            self.error(
+                path.key("dns").key("timeout"),
+                "must be greater than 0 and at most 1m",
+            );
+        }
         if server.workers > 1024 {
             self.error(
                 path.key("workers"),
@@ -363,20 +384,22 @@ impl Compiler<'_> {
                 self.error(path.key("connect_timeout"), "must be greater than 0");
                 ok = false;
             }
-            let mut endpoints = Vec::new();
+            if !(MIN_RESOLVE_EVERY..=MAX_RESOLVE_EVERY).contains(&pool.resolve_every) {
+                self.error(path.key("resolve_every"), "must be between 100ms and 1day");
+                ok = false;
+            }
+            let mut specs = Vec::new();
             let mut seen = BTreeSet::new();
             for (i, address) in pool.endpoints.iter().enumerate() {
-                match parse_endpoint(address) {
-                    Ok(authority) if !seen.insert(authority.as_str().to_ascii_lowercase()) => {
+                match EndpointSpec::parse(address) {
+                    Ok(spec) if !seen.insert(spec.authority.as_str().to_ascii_lowercase()) => {
                         self.error(
                             path.key("endpoints").index(i),
                             format!("`{address}` is listed twice"),
                         );
                         ok = false;
                     }
-                    Ok(authority) => {
-                        endpoints.push(self.shared.endpoints.get(name, address, authority))
-                    }
+                    Ok(spec) => specs.push(spec),
                     Err(why) => {
                         self.error(
                             path.key("endpoints").index(i),
@@ -389,14 +412,25 @@ impl Compiler<'_> {
             if !ok {
                 continue;
             }
+            let specs: Arc<[EndpointSpec]> = specs.into();
+            let endpoints = self
+                .shared
+                .endpoints
+                .endpoints(name, &specs, &self.shared.names);
+            let mut metrics = self.pool_series(name, pool.version.as_deref(), &file.routing.stable);
+            if specs.iter().any(|s| s.name().is_some()) {
+                metrics.dns_failures = Some(self.shared.metrics.dns_failures(name));
+            }
             pools.push(Pool {
                 name: name.as_str().into(),
                 version: pool.version.as_deref().map(Into::into),
+                specs,
                 endpoints,
+                resolve_every: pool.resolve_every,
                 balancer: pool.lb.balancer(),
                 connect_timeout: pool.connect_timeout,
                 health_check: pool.health_check.as_ref().map(model::HealthCheck::settings),
-                metrics: self.pool_series(name, pool.version.as_deref(), &file.routing.stable),
+                metrics,
                 name_header: HeaderValue::from_str(name).expect("pool names are validated"),
             });
         }

@@ -92,6 +92,19 @@ impl ConfigError {
         }
     }
 
+    /// An error about the value at `key` in `source`, at its line and column.
+    pub fn at(source: &super::Source, key: &KeyPath, message: impl Into<String>) -> Self {
+        let locator = Locator::new(&source.text);
+        let offset = locator.offset_of(key);
+        ConfigError::located(
+            &source.path,
+            &locator,
+            offset,
+            Some(key.clone()),
+            message.into(),
+        )
+    }
+
     pub(crate) fn located(
         path: &Path,
         locator: &Locator<'_>,

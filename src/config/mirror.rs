@@ -13,7 +13,7 @@ use super::error::KeyPath;
 use super::model::ConfigFile;
 use crate::mirror::{Mirror, MirrorState, Target};
 use crate::routing::PoolId;
-use crate::upstream::parse_endpoint;
+use crate::upstream::EndpointSpec;
 
 /// Methods a copy may repeat without doing anything twice (RFC 9110 §9.2.1).
 const SAFE: [Method; 4] = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE];
@@ -91,15 +91,16 @@ impl Compiler<'_> {
             // The target's addresses as endpoints of the mirror's own: their own
             // connections and their own health, so copies never take the connections
             // (or eject the endpoints) of real traffic to that pool.
-            let owner = format!("mirror:{}:{}", m.from, m.to);
-            let endpoints = target
+            let owner = Mirror::owner(&m.from, &m.to);
+            let specs: Arc<[EndpointSpec]> = target
                 .endpoints
                 .iter()
-                .filter_map(|address| {
-                    let authority = parse_endpoint(address).ok()?;
-                    Some(self.shared.endpoints.get(&owner, address, authority))
-                })
+                .filter_map(|address| EndpointSpec::parse(address).ok())
                 .collect();
+            let endpoints = self
+                .shared
+                .endpoints
+                .endpoints(&owner, &specs, &self.shared.names);
             self.series.mirrors.insert(m.to.clone());
             let metrics = &self.shared.metrics;
             let state = self.shared.mirrors.get(&m.from, &m.to, || {
@@ -120,6 +121,7 @@ impl Compiler<'_> {
                 diff: m.diff,
                 ignore_headers: ignore,
                 target: Target {
+                    specs,
                     endpoints,
                     balancer: target.lb.balancer(),
                     connect_timeout: target.connect_timeout,

@@ -11,12 +11,14 @@ mod locate;
 mod mirror;
 pub mod model;
 mod rollout;
+mod schema;
 
 use std::path::{Path, PathBuf};
 
 pub use compile::compile;
 pub use error::{ConfigError, ConfigErrors, KeyPath};
 pub use model::ConfigFile;
+pub use schema::{schema_text, SCHEMA_FILE};
 
 use locate::Locator;
 
@@ -90,18 +92,75 @@ impl Source {
     }
 }
 
-/// Parses the TOML into the file's structs. A syntax or type error stops here (serde
-/// reports one at a time); it still gets a line, a column and a key path.
+/// Parses the TOML into the file's structs. Any unknown key is an error.
 pub fn parse(source: &Source) -> Result<ConfigFile, ConfigErrors> {
-    toml::from_str(&source.text).map_err(|err| {
-        let locator = Locator::new(&source.text);
+    match parse_all(source)? {
+        (file, unknown) if unknown.is_empty() => Ok(file),
+        (_, unknown) => Err(ConfigErrors(unknown)),
+    }
+}
+
+/// Parses the TOML into the file's structs, and reports every unknown key (the schema's
+/// walk) beside them: the structs are built without those keys, so the rest of the file
+/// can be checked in the same run. A syntax or type error stops here (serde reports one
+/// at a time); it still gets a line, a column and a key path, and comes with the unknown
+/// keys.
+fn parse_all(source: &Source) -> Result<(ConfigFile, Vec<ConfigError>), ConfigErrors> {
+    let text = source.text.as_str();
+    // A file serde takes has no unknown key (`deny_unknown_fields`): the schema's walk
+    // is for files with errors.
+    if let Ok(file) = toml::from_str(text) {
+        return Ok((file, Vec::new()));
+    }
+    let unknown = match toml_edit::Document::parse(text) {
+        Ok(document) => schema::unknown_keys(&document),
+        // A syntax error: serde's message below says where.
+        Err(_) => Vec::new(),
+    };
+    if unknown.is_empty() {
+        return deserialize(source, text, None).map(|file| (file, Vec::new()));
+    }
+    let locator = Locator::new(text);
+    let mut errors: Vec<ConfigError> = unknown
+        .iter()
+        .map(|u| {
+            let key = Some(u.path.clone());
+            ConfigError::located(&source.path, &locator, u.offset, key, u.message.clone())
+        })
+        .collect();
+    let mut document: toml_edit::DocumentMut = text.parse().expect("the text parsed above");
+    for u in &unknown {
+        remove(document.as_item_mut(), u.path.segments());
+    }
+    match deserialize(source, &document.to_string(), Some(&locator)) {
+        Ok(file) => Ok((file, errors)),
+        Err(ConfigErrors(more)) => {
+            errors.extend(more);
+            errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// serde's pass over `text`. When `text` is the original with keys taken out,
+/// `original` places its error in the original by the error's key path.
+fn deserialize(
+    source: &Source,
+    text: &str,
+    original: Option<&Locator<'_>>,
+) -> Result<ConfigFile, ConfigErrors> {
+    toml::from_str(text).map_err(|err| {
+        let locator = Locator::new(text);
         // A key missing from the top level comes with the empty span 0..0: no place.
         let span = err.span().filter(|s| !s.is_empty() || s.start > 0);
-        let offset = span.as_ref().map(|s| s.start);
-        let key = span.and_then(|span| locator.path_at(span));
+        let key = span.clone().and_then(|span| locator.path_at(span));
+        let (locator, offset) = match original {
+            None => (&locator, span.map(|s| s.start)),
+            Some(original) => (original, key.as_ref().and_then(|k| original.offset_of(k))),
+        };
         ConfigErrors::one(ConfigError::located(
             &source.path,
-            &locator,
+            locator,
             offset,
             key,
             err.message().trim().to_string(),
@@ -109,15 +168,44 @@ pub fn parse(source: &Source) -> Result<ConfigFile, ConfigErrors> {
     })
 }
 
+/// Takes the key at `path` out of the document.
+fn remove(item: &mut toml_edit::Item, path: &[error::Segment]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut item = item;
+    for segment in parents {
+        let next = match segment {
+            error::Segment::Key(key) => item.get_mut(key.as_str()),
+            error::Segment::Index(index) => item.get_mut(*index),
+        };
+        match next {
+            Some(next) => item = next,
+            None => return,
+        }
+    }
+    if let (error::Segment::Key(key), Some(table)) = (last, item.as_table_like_mut()) {
+        table.remove(key);
+    }
+}
+
 /// Reads, parses, validates and compiles a config file. Nothing is returned unless
-/// all of it is valid.
+/// all of it is valid; the errors are all of them, unknown keys included.
 pub fn load(
     path: &Path,
     shared: &crate::shared::Shared,
 ) -> Result<crate::snapshot::Snapshot, ConfigErrors> {
     let source = Source::read(path)?;
-    let file = parse(&source)?;
-    compile(file, &source, shared)
+    let (file, mut unknown) = parse_all(&source)?;
+    match compile(file, &source, shared) {
+        Ok(snapshot) if unknown.is_empty() => Ok(snapshot),
+        Ok(_) => Err(ConfigErrors(unknown)),
+        Err(ConfigErrors(errors)) => {
+            unknown.extend(errors);
+            unknown.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+            Err(ConfigErrors(unknown))
+        }
+    }
 }
 
 /// Every file a config file names (itself, its whitelist files and TLS pair), read from

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     #[serde(default)]
@@ -34,7 +35,7 @@ pub struct ConfigFile {
 
 /// `[[mirror]]`: requests served by `from` are copied to `to`; the copy's answer is
 /// compared with the served one and discarded.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
     pub from: String,
@@ -51,6 +52,7 @@ pub struct Mirror {
     #[serde(default = "defaults::mirror_max_body_bytes")]
     pub max_body_bytes: u64,
     #[serde(default = "defaults::mirror_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     #[serde(default = "defaults::mirror_max_in_flight")]
     pub max_in_flight: i64,
@@ -62,7 +64,7 @@ pub struct Mirror {
 
 /// `[rollout]`: drives one `permille` rule through its steps, judging the canary
 /// against the control at every interval.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
     /// A `[[rules]]` entry with `permille`; its `to` is the canary.
@@ -73,6 +75,7 @@ pub struct Rollout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
     #[serde(default = "defaults::rollout_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub interval: Duration,
     /// Least time at a step before it may advance. Default: the cubic schedule's
     /// `every`, else 5 minutes.
@@ -81,6 +84,7 @@ pub struct Rollout {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub min_step_duration: Option<Duration>,
     /// Kept wide so that 0 or a negative value gets a range error.
     #[serde(default = "defaults::min_requests")]
@@ -100,12 +104,13 @@ pub struct Rollout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<String>,
     #[serde(default = "defaults::follow_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub follow_interval: Duration,
 }
 
 /// `schedule = { kind = "doubling" | "linear" | "cubic", ... }`; which other keys a
 /// kind needs is checked when the config compiles, so each gets its own error.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub kind: ScheduleKind,
@@ -120,16 +125,18 @@ pub struct Schedule {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub over: Option<Duration>,
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub every: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleKind {
     Doubling,
@@ -138,7 +145,7 @@ pub enum ScheduleKind {
 }
 
 /// `[rollout.judge]`: the statistics' settings, each with a safe default.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutJudge {
     /// The false-abort rate of the whole rollout, not of one look.
@@ -147,6 +154,7 @@ pub struct RolloutJudge {
     #[serde(default = "defaults::max_error_rate")]
     pub max_error_rate: f64,
     #[serde(default = "defaults::max_p99", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_p99: Duration,
     #[serde(default = "defaults::error_margin")]
     pub error_margin: f64,
@@ -159,13 +167,15 @@ pub struct RolloutJudge {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<String>,
     #[serde(default = "defaults::query_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub query_timeout: Duration,
     /// How far behind now the queries are evaluated, so the last scrape has landed.
     #[serde(default = "defaults::eval_delay", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub eval_delay: Duration,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JudgeSource {
     #[default]
@@ -189,25 +199,31 @@ impl Default for RolloutJudge {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// `"stderr"` or a file path (relative to the config file): one JSON line per
     /// request. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<PathBuf>,
+    /// Log each request's user key. Off by default: it is personal data.
+    #[serde(default)]
+    pub user_key: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     #[serde(default = "defaults::listen")]
+    #[schemars(with = "String")]
     pub listen: SocketAddr,
     #[serde(default = "defaults::admin_listen")]
+    #[schemars(with = "String")]
     pub admin_listen: SocketAddr,
     /// A second control listener that serves only `/metrics`, `/healthz` and `/readyz`,
     /// for a scraper on the pod IP while the admin API stays on loopback. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub metrics_listen: Option<SocketAddr>,
     /// When set, `POST`s on the admin listener and `GET /admin/config` need
     /// `Authorization: Bearer <token>`. Read on every reload.
@@ -217,17 +233,50 @@ pub struct Server {
     #[serde(default)]
     pub workers: usize,
     #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
     /// A TLS listener beside the plain one; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// How endpoint names are resolved. Read at start.
+    #[serde(default)]
+    pub dns: Dns,
+    /// Reload when the config file or a file it names changes. Off: only SIGHUP and
+    /// `POST /admin/reload` reload. Read at start.
+    #[serde(default = "defaults::watch")]
+    pub watch: bool,
+}
+
+/// `[server.dns]`: the name servers endpoint names are resolved with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// `ip:port` of each name server, tried in order; empty: the system's
+    /// (`/etc/resolv.conf` and `/etc/hosts`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub nameservers: Vec<SocketAddr>,
+    /// How long one query may take before the next attempt.
+    #[serde(default = "defaults::dns_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            nameservers: Vec::new(),
+            timeout: defaults::dns_timeout(),
+        }
+    }
 }
 
 /// TLS 1.2 and 1.3 with ALPN `h2` and `http/1.1`. The certificate and key are read
 /// on every reload (a bad pair is a rejected reload); the listener is bound at start.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
+    #[schemars(with = "String")]
     pub listen: SocketAddr,
     /// PEM certificate chain, leaf first; relative to the config file.
     pub cert: PathBuf,
@@ -237,7 +286,7 @@ pub struct Tls {
 
 /// `server.admin_token`: serialized as is (the config's fingerprint must see a new
 /// token), never printed by `Debug`; `/admin/config` redacts it.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct AdminToken(pub String);
 
@@ -263,16 +312,20 @@ impl Default for Server {
             workers: 0,
             shutdown_timeout: defaults::shutdown_timeout(),
             tls: None,
+            dns: Dns::default(),
+            watch: defaults::watch(),
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub header_read_timeout: Duration,
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub request_timeout: Duration,
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
@@ -283,18 +336,22 @@ pub struct Limits {
     /// Bounds each wait for a request body's next bytes, as nginx's
     /// `client_body_timeout`: a body that stops arriving is the client's 408.
     #[serde(default = "defaults::body_read_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub body_read_timeout: Duration,
     /// An HTTP/2 connection with no open stream for this long is closed with GOAWAY.
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub idle_timeout: Duration,
     /// Request header lines, beyond which a request is 431.
     #[serde(default = "defaults::max_headers")]
     pub max_headers: usize,
     /// The longest one write to a client may wait, as nginx's `send_timeout`.
     #[serde(default = "defaults::send_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub send_timeout: Duration,
     /// A tunnel (a WebSocket after its 101) idle both ways this long is closed.
     #[serde(default = "defaults::tunnel_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub tunnel_idle_timeout: Duration,
 }
 
@@ -315,7 +372,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// `host:port` or `http://host:port`.
@@ -326,22 +383,29 @@ pub struct Pool {
     #[serde(default)]
     pub lb: LoadBalancing,
     #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub connect_timeout: Duration,
     /// Active health checks; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// How often endpoint names are resolved again (sooner when a record's TTL ends).
+    #[serde(default = "defaults::resolve_every", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub resolve_every: Duration,
 }
 
 /// An HTTP GET to each endpoint every `interval`: a 2xx or 3xx within `timeout` passes.
 /// `fall` failures in a row mark the endpoint down, `rise` passes mark it up again.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(default = "defaults::health_path")]
     pub path: String,
     #[serde(default = "defaults::health_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub interval: Duration,
     #[serde(default = "defaults::health_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     #[serde(default = "defaults::health_fall")]
     pub fall: u32,
@@ -362,7 +426,7 @@ impl HealthCheck {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalancing {
     #[default]
@@ -380,7 +444,7 @@ impl LoadBalancing {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
     /// Where a request goes when no rule matches.
@@ -407,16 +471,17 @@ pub struct Routing {
 }
 
 /// `routing.sticky_cookie = { name, max_age }`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StickyCookie {
     pub name: String,
     #[serde(default = "defaults::sticky_max_age", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_age: Duration,
 }
 
 /// Exactly one of the three.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -427,7 +492,7 @@ pub struct ValueSource {
     pub query: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Fallback {
     /// Send the request to the stable pool (and count it).
@@ -437,14 +502,14 @@ pub enum Fallback {
     Fail,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UaClass {
     pub name: String,
     pub contains: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
@@ -454,7 +519,7 @@ pub struct Rule {
 }
 
 /// A rule's conditions; every one given must hold.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -479,7 +544,7 @@ pub struct Match {
 }
 
 /// Exactly one of `exact`, `prefix`, `regex` or `present`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
     pub name: String,
@@ -515,6 +580,19 @@ impl Serialize for Text {
             Text::String(s) => serializer.serialize_str(s),
             Text::Integer(i) => serializer.serialize_i64(*i),
         }
+    }
+}
+
+impl JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Text".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A string or an integer, compared as text.",
+            "type": ["string", "integer"]
+        })
     }
 }
 
@@ -600,6 +678,15 @@ mod defaults {
     }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(2)
+    }
+    pub fn resolve_every() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn dns_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn watch() -> bool {
+        true
     }
     pub fn rollout_interval() -> Duration {
         Duration::from_secs(60)

@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 use tracing::{error, info};
 
+use super::dns::{self, Dns};
 use crate::config::{self, ConfigErrors};
 use crate::rollout::controller::{now_ms, ActionError, FleetCounts, Job, Rollouts};
 use crate::rollout::follow::LeaderState;
@@ -36,6 +37,10 @@ pub struct Reloader {
     inner: Mutex<Inner>,
     /// Pinged when a reload may have changed the rollout (its interval, its presence).
     rollout_changed: Notify,
+    /// Pinged when a reload may have changed the endpoint names or their schedule.
+    names_changed: Notify,
+    /// Looks endpoint names up; `server.dns` as it was at start.
+    dns: Dns,
 }
 
 #[derive(Debug)]
@@ -79,6 +84,7 @@ impl Reloader {
         shared.metrics.set_generation(1);
         shared.metrics.retain(&snapshot.series);
         let mut rollouts = Rollouts::new(shared.metrics.rollout());
+        let dns = Dns::new(&snapshot.file);
         let snapshot = rollouts.adopt(snapshot, now_ms());
         let live = Arc::new(LiveConfig::new(snapshot));
         Ok(Reloader {
@@ -90,6 +96,8 @@ impl Reloader {
                 rollouts,
             }),
             rollout_changed: Notify::new(),
+            names_changed: Notify::new(),
+            dns,
         })
     }
 
@@ -109,6 +117,10 @@ impl Reloader {
         &self.path
     }
 
+    pub fn dns(&self) -> &Dns {
+        &self.dns
+    }
+
     /// The last reload's errors, cleared by the next good reload.
     pub fn last_error(&self) -> Option<String> {
         self.lock().last_error.clone()
@@ -117,6 +129,8 @@ impl Reloader {
     /// Reloads now, on the calling thread (it reads files: call it off the runtime).
     pub fn reload(&self) -> Result<Outcome, ConfigErrors> {
         let mut inner = self.lock();
+        // A reload is also when a rotated access log is let go (as nginx's).
+        self.shared.access_logs.reopen();
         let metrics = &self.shared.metrics;
         let current = self.live.load();
         let result = match config::load(&self.path, &self.shared) {
@@ -131,6 +145,7 @@ impl Reloader {
                 let next = inner.rollouts.adopt(next, now_ms());
                 self.live.store(next);
                 self.rollout_changed.notify_one();
+                self.names_changed.notify_one();
                 metrics.set_generation(generation);
                 metrics.retain(&series);
                 Ok(Outcome::Applied(generation))
@@ -143,6 +158,20 @@ impl Reloader {
         metrics.reload(result.is_ok());
         inner.last_error = result.as_ref().err().map(|errors| errors.to_string());
         result
+    }
+
+    /// Swaps in the live snapshot with its endpoint names as they resolve now, if
+    /// that changes any endpoint (off the runtime: it waits for a reload under way).
+    pub fn refresh_endpoints(&self) {
+        let _inner = self.lock();
+        if let Some(next) = self.live.load().with_resolved(&self.shared) {
+            self.live.store(next);
+        }
+    }
+
+    /// Resolves when a reload may have changed the endpoint names.
+    pub async fn names_changed(&self) {
+        self.names_changed.notified().await
     }
 
     /// Runs one rollout analysis now, on this instance's cohorts or on the fleet's
@@ -212,6 +241,9 @@ impl Reloader {
         self: &Arc<Self>,
         trigger: &'static str,
     ) -> Result<Outcome, ConfigErrors> {
+        // A name the new config brings is looked up first, so that its pool has
+        // endpoints from the first request.
+        dns::resolve_unknown_in_file(self, &self.path).await;
         let reloader = Arc::clone(self);
         let result = tokio::task::spawn_blocking(move || reloader.reload())
             .await
@@ -228,6 +260,19 @@ impl Reloader {
         }
         result
     }
+}
+
+/// Registers `SIGUSR1` now and returns the future that, on each one, has the access
+/// log files opened again (nginx's `USR1`): after logrotate renames a file, the lines go
+/// to a new one.
+pub fn on_sigusr1(reloader: Arc<Reloader>) -> std::io::Result<impl Future<Output = ()>> {
+    let mut user1 = signal(SignalKind::user_defined1())?;
+    Ok(async move {
+        while user1.recv().await.is_some() {
+            info!("SIGUSR1: opening the access log files again");
+            reloader.shared().access_logs.reopen();
+        }
+    })
 }
 
 /// Registers `SIGHUP` now (its default action would kill the process) and returns the

@@ -278,6 +278,7 @@ pub struct Metrics {
     rollout: RolloutMetrics,
     mirror_requests: Family<MirrorOutcomeLabels, Counter>,
     mirror_diffs: Family<MirrorDiffLabels, Counter>,
+    dns_failures: Family<PoolLabels, Counter>,
     /// The label values each family holds series for, to prune after reloads.
     series: Mutex<Series>,
 }
@@ -316,6 +317,8 @@ pub struct PoolMetrics {
     pub fallbacks: Counter,
     pub endpoints_healthy: Gauge,
     pub endpoints_unhealthy: Gauge,
+    /// `graygate_dns_failures_total{pool}`, for a pool with endpoint names.
+    pub dns_failures: Option<Counter>,
 }
 
 impl PoolMetrics {
@@ -397,6 +400,7 @@ impl Metrics {
         let rollout = RolloutMetrics::default();
         let mirror_requests = Family::<MirrorOutcomeLabels, Counter>::default();
         let mirror_diffs = Family::<MirrorDiffLabels, Counter>::default();
+        let dns_failures = Family::<PoolLabels, Counter>::default();
         let client_errors_family = Family::<KindLabels, Counter>::default();
         let client_errors = CLIENT_ERROR_KINDS.map(|kind| {
             client_errors_family
@@ -523,6 +527,11 @@ impl Metrics {
             mirror_diffs.clone(),
         );
         registry.register(
+            "dns_failures",
+            "Failed lookups of a pool's endpoint names (the last addresses stay in use)",
+            dns_failures.clone(),
+        );
+        registry.register(
             "client_errors",
             "Requests refused before routing (malformed head, head too large, head too slow), by kind",
             client_errors_family,
@@ -549,6 +558,7 @@ impl Metrics {
             rollout,
             mirror_requests,
             mirror_diffs,
+            dns_failures,
             series: Mutex::new(Series::default()),
         }
     }
@@ -615,7 +625,18 @@ impl Metrics {
             fallbacks,
             endpoints_healthy,
             endpoints_unhealthy,
+            dns_failures: None,
         }
+    }
+
+    /// `graygate_dns_failures_total{pool}`: its series exists from the config that
+    /// gives the pool a name to resolve.
+    pub fn dns_failures(&self, pool: &str) -> Counter {
+        self.dns_failures
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .clone()
     }
 
     /// The match counter for one rule (or `default`) and its pool.
@@ -757,6 +778,7 @@ impl Metrics {
             });
         }
         self.duration.remove(&PoolLabels { pool: pool.clone() });
+        self.dns_failures.remove(&PoolLabels { pool: pool.clone() });
         self.first_byte.remove(&PoolLabels { pool: pool.clone() });
         self.retries.remove(&PoolLabels { pool });
     }

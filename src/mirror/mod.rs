@@ -30,7 +30,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 use crate::routing::{murmur3_x86_32, PoolId};
-use crate::upstream::{Balancer, Endpoint, InFlight};
+use crate::upstream::{Balancer, Endpoint, EndpointSpec, InFlight};
 
 /// How many recent differences each mirror keeps for `/admin/mirror`.
 pub const KEEP_DIFFERENCES: usize = 100;
@@ -92,6 +92,9 @@ pub struct Mirror {
 /// Where copies go: the target pool's addresses, as endpoints of the mirror's own.
 #[derive(Debug)]
 pub struct Target {
+    /// The target pool's endpoints as the config writes them.
+    pub specs: Arc<[EndpointSpec]>,
+    /// What `specs` stand for now (names resolved).
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
     pub connect_timeout: Duration,
@@ -100,6 +103,9 @@ pub struct Target {
 impl Target {
     /// An available endpoint, counted in flight; `None` when all are down.
     pub fn start_request(&self) -> Option<InFlight> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
         let picked = self.balancer.pick(&self.endpoints);
         if picked.is_available() {
             return Some(picked.start());
@@ -112,6 +118,37 @@ impl Target {
 }
 
 impl Mirror {
+    /// Whose endpoints the copies use: the mirror's own, not the target pool's.
+    pub fn owner(from: &str, to: &str) -> String {
+        format!("mirror:{from}:{to}")
+    }
+
+    /// This mirror with its target's names resolved anew into `endpoints`; its
+    /// state (counts, slots, differences) is the same.
+    pub fn with_endpoints(&self, endpoints: Vec<Arc<Endpoint>>) -> Mirror {
+        Mirror {
+            from: self.from,
+            from_name: self.from_name.clone(),
+            to_name: self.to_name.clone(),
+            to_header: self.to_header.clone(),
+            permille: self.permille,
+            salt: self.salt.clone(),
+            methods: self.methods.clone(),
+            max_body_bytes: self.max_body_bytes,
+            timeout: self.timeout,
+            max_in_flight: self.max_in_flight,
+            diff: self.diff,
+            ignore_headers: self.ignore_headers.clone(),
+            target: Target {
+                specs: Arc::clone(&self.target.specs),
+                endpoints,
+                balancer: self.target.balancer.fresh(),
+                connect_timeout: self.target.connect_timeout,
+            },
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// Whether a request with this method, user key and declared body length is
     /// in the mirror's share: the method is listed, and the request is in the share (by
     /// the user key when there is one, so a user's requests are all copied or none;

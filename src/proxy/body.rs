@@ -6,15 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tokio::time::Sleep;
 
-use crate::access_log::AccessRecord;
+use crate::access_log::{AccessRecord, AccessStart};
 use crate::metrics::ErrorKind;
 use crate::mirror::copy::Capture;
 use crate::routing::Decision;
@@ -121,14 +120,6 @@ pub struct Completion {
     pub capture: Option<Box<Capture>>,
 }
 
-/// What the access log needs that is only known at the start.
-#[derive(Debug)]
-pub struct AccessStart {
-    pub time: SystemTime,
-    pub method: Method,
-    pub path: String,
-}
-
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
@@ -151,12 +142,9 @@ impl Drop for Completion {
             let decision = &self.decision;
             rollout.record(cohort, decision.group, decision.pool, self.status, elapsed);
         }
-        if let (Some(log), Some(access)) = (&self.snapshot.access_log, self.access.take()) {
-            let AccessStart { time, method, path } = *access;
+        if let (Some(log), Some(start)) = (&self.snapshot.access_log, self.access.take()) {
             log.log(AccessRecord {
-                time,
-                method,
-                path,
+                start,
                 status: self.status,
                 snapshot: Arc::clone(&self.snapshot),
                 decision: self.decision,

@@ -9,11 +9,16 @@ use http::{StatusCode, Version};
 use super::ClientConnection;
 use crate::h1::head::strip_hop_by_hop;
 use crate::h1::request::ExtraHeaders;
-use crate::routing::Decision;
+use crate::routing::{Decision, PoolId};
 use crate::snapshot::Snapshot;
+use crate::upstream::Pool;
 
 pub const X_GRAYGATE_POOL: HeaderName = HeaderName::from_static("x-graygate-pool");
 pub const X_GRAYGATE_RULE: HeaderName = HeaderName::from_static("x-graygate-rule");
+/// The pool the rules chose, on both sides, when another pool served the request.
+pub const X_GRAYGATE_FALLBACK_FROM: HeaderName =
+    HeaderName::from_static("x-graygate-fallback-from");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -341,10 +346,45 @@ fn join_with(headers: &HeaderMap, name: &HeaderName, last: &[u8]) -> Option<Head
     HeaderValue::from_bytes(&joined).ok()
 }
 
-/// `x-graygate-pool` and `x-graygate-rule` on the response to the client.
-pub fn add_decision(headers: &mut HeaderMap, snapshot: &Snapshot, decision: &Decision) {
+/// `x-graygate-pool` (the pool that served) and `x-graygate-rule` on the response to
+/// the client, and `x-graygate-fallback-from` after a fallback.
+pub fn add_decision(
+    headers: &mut HeaderMap,
+    snapshot: &Snapshot,
+    decision: &Decision,
+    fallback_from: Option<PoolId>,
+) {
     headers.insert(X_GRAYGATE_POOL, snapshot.pool(decision).name_header.clone());
     headers.insert(X_GRAYGATE_RULE, snapshot.rule_header(decision).clone());
+    if let Some(from) = fallback_from {
+        let from = snapshot.pools[from.0].name_header.clone();
+        headers.insert(X_GRAYGATE_FALLBACK_FROM, from);
+    }
+}
+
+/// The upstream request after a fallback: `x-graygate-pool` names the pool that
+/// serves it, and `x-graygate-fallback-from` the one the rules chose. The second goes
+/// into the map (a client's own was dropped): a fallback is rare, and `extra` is sized
+/// for every request.
+pub fn fell_back(extra: &mut ExtraHeaders, headers: &mut HeaderMap, serving: &Pool, from: &Pool) {
+    extra.replace(X_GRAYGATE_POOL, serving.name_header.clone());
+    headers.insert(X_GRAYGATE_FALLBACK_FROM, from.name_header.clone());
+}
+
+/// A request id for a request that came without one: 128 random bits in the UUID
+/// form (version 4).
+pub fn mint_request_id() -> HeaderValue {
+    let bits = fastrand::u128(..) & !(0xf000 << 64) & !(0xc << 60) | (0x4000 << 64) | (0x8 << 60);
+    let hex = format!("{bits:032x}");
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    HeaderValue::from_str(&id).expect("hex digits and dashes are a header value")
 }
 
 /// The declared body length, if any. hyper has already rejected conflicting or
@@ -385,6 +425,21 @@ mod tests {
         assert!(!is_https(&with(&["https"]), &direct, &trusted));
         let tls = ClientConnection::new("192.0.2.1:5000".parse().unwrap(), true);
         assert!(is_https(&with(&[]), &tls, &[]));
+    }
+
+    #[test]
+    fn request_ids_are_uuids_of_version_4() {
+        let a = mint_request_id();
+        let b = mint_request_id();
+        assert_ne!(a, b);
+        let text = a.to_str().unwrap();
+        let parts: Vec<&str> = text.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'), "{text}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{text}");
     }
 
     #[test]

@@ -23,19 +23,20 @@ mod upgrade;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::debug;
 
-pub use body::{AccessStart, Completion, ResponseBody};
+pub use body::{Completion, ResponseBody};
 pub use error::GatewayError;
 pub use headers::X_GRAYGATE_POOL;
 pub use sticky::mint as mint_sticky_id;
 pub use upgrade::{take_tunnel, Tunnel};
 
+use crate::access_log::AccessStart;
 use crate::config::model::Fallback;
 use crate::h1::request::ExtraHeaders;
 use crate::metrics::{ClientErrorKind, ErrorKind};
@@ -121,13 +122,13 @@ impl Proxy {
             let rollout = snapshot.rollout.as_ref()?;
             rollout.pending(cohort, decision.group, started)
         });
-        let access = snapshot.access_log.is_some().then(|| {
-            Box::new(AccessStart {
-                time: SystemTime::now(),
-                method: request.method().clone(),
-                path: request.uri().path().to_string(),
-            })
-        });
+        let mut access = snapshot
+            .access_log
+            .as_ref()
+            .map(|_| access_start(&snapshot, &request, client, minted));
+        // The pool the rules chose; `forward` moves the decision to the stable pool
+        // when it falls back.
+        let chosen = decision.pool;
 
         // Phases 2 to 5.
         // The endpoint the request ended up on; its connection travels in the body.
@@ -138,10 +139,11 @@ impl Proxy {
             &mut decision,
             request,
             client,
-            &mut in_flight,
+            (&mut in_flight, access.as_deref_mut()),
             (copied_to, &mut copies),
         )
         .await;
+        let fallback_from = (decision.pool != chosen).then_some(chosen);
         let upstream_answered = forwarded.is_ok();
         if let Ok(response) = &forwarded {
             // The time to the upstream's head, from the clock reading its body took
@@ -169,7 +171,10 @@ impl Proxy {
             .then(|| launch_copies(copies, &decision, &response))
             .flatten();
         if snapshot.settings.decision_headers {
-            headers::add_decision(response.headers_mut(), &snapshot, &decision);
+            headers::add_decision(response.headers_mut(), &snapshot, &decision, fallback_from);
+        }
+        if let Some(access) = &mut access {
+            access.fallback_from = fallback_from;
         }
         if let (Some((id, secure)), Some(cookie)) = (&sticky, &snapshot.settings.sticky) {
             response.headers_mut().append(
@@ -197,6 +202,36 @@ impl Proxy {
         };
         response.map(|body| body.with_completion(completion))
     }
+}
+
+/// What the access log takes from a request at its start. A request the access log
+/// records has an id: the client's, or one made now (and sent upstream). Out of line:
+/// most gateways log nothing, and their requests should not carry this code.
+#[inline(never)]
+fn access_start<B>(
+    snapshot: &Snapshot,
+    request: &Request<B>,
+    client: &ClientConnection,
+    minted: Option<&[u8]>,
+) -> Box<AccessStart> {
+    let user_key = snapshot
+        .settings
+        .log_user_key
+        .then(|| snapshot.chain.user_key(&view(request, minted)))
+        .flatten()
+        .map(|key| String::from_utf8_lossy(&key).into_owned());
+    let mut start = Box::new(AccessStart::new(
+        request.method(),
+        request.uri(),
+        request.headers(),
+        client.remote,
+        user_key,
+    ));
+    if start.request_id.is_none() {
+        start.request_id = Some(headers::mint_request_id());
+        start.request_id_made = true;
+    }
+    start
 }
 
 /// What the rules read of a request, with the sticky id made for it if any.
@@ -278,14 +313,15 @@ fn launch_copies(
 }
 
 /// Phases 2 to 5 for a decided request. `landed` receives the endpoint the response
-/// came from, which counts the request as in flight until its body is done. `mirrors`
-/// are the mirrors that copy the request, and where their drafts go.
+/// came from, which counts the request as in flight until its body is done; `access`,
+/// when the access log is on, the request id, the retries and the upstream's time.
+/// `mirrors` are the mirrors that copy the request, and where their drafts go.
 async fn forward(
     snapshot: &Snapshot,
     decision: &mut Decision,
     request: Request<Option<Incoming>>,
     client: &ClientConnection,
-    landed: &mut Option<InFlight>,
+    (landed, access): (&mut Option<InFlight>, Option<&mut AccessStart>),
     (mirrors, copies): (Vec<(Arc<Mirror>, Slot)>, &mut Vec<Draft>),
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // Phase 2: admit. A declared length over the limit is refused before any upstream
@@ -320,12 +356,21 @@ async fn forward(
     let head_only = head.method == Method::HEAD;
     let upgrade = upgrade::take(&mut head);
     let pool = snapshot.pool(decision);
-    let extra = headers::to_upstream(
+    let mut extra = headers::to_upstream(
         &mut head,
         client,
         &pool.name_header,
         snapshot.rule_header(decision),
     );
+    // An id the gateway made goes into the map, not into `extra`: only requests the
+    // access log records have one, and `extra` is sized for every request.
+    if let Some(id) = access
+        .as_deref()
+        .filter(|a| a.request_id_made)
+        .and_then(|a| a.request_id.clone())
+    {
+        head.headers.insert(headers::X_REQUEST_ID, id);
+    }
     if let Some(upgrade) = &upgrade {
         upgrade::restore_request_headers(&mut head.headers, upgrade);
     }
@@ -354,7 +399,14 @@ async fn forward(
     let mut attempted: Option<Arc<Endpoint>> = None;
     let sent = tokio::time::timeout(
         snapshot.settings.request_timeout,
-        send_with_retries(snapshot, decision, request, &extra, landed, &mut attempted),
+        send_with_retries(
+            snapshot,
+            decision,
+            request,
+            &mut extra,
+            (landed, &mut attempted),
+            access,
+        ),
     )
     .await;
     let mut response = match sent {
@@ -391,14 +443,16 @@ async fn forward(
 /// (or the stable pool, per `routing.fallback`) when that cannot duplicate the request:
 /// nothing of it was sent, or it is idempotent and has no body, so its head can be
 /// sent again. A streamed body is never resent. `attempted` names the endpoint of the
-/// attempt under way, for the caller to blame if the deadline passes.
+/// attempt under way, for the caller to blame if the deadline passes; `access`, when
+/// the access log is on, the retries and when the answer's head came. After a
+/// fallback, the upstream is told the pool that serves and the one that could not.
 async fn send_with_retries(
     snapshot: &Snapshot,
     decision: &mut Decision,
     mut request: Request<RequestBody>,
-    extra: &ExtraHeaders,
-    landed: &mut Option<InFlight>,
-    attempted: &mut Option<Arc<Endpoint>>,
+    extra: &mut ExtraHeaders,
+    (landed, attempted): (&mut Option<InFlight>, &mut Option<Arc<Endpoint>>),
+    mut access: Option<&mut AccessStart>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     // The head is copied only when a resend is both safe and possible: a lone endpoint
     // of the stable pool has no other endpoint to retry on.
@@ -408,6 +462,7 @@ async fn send_with_retries(
     .then(|| Replay::of(&request));
     let mut failed: Vec<Arc<Endpoint>> = Vec::new();
     let mut last_error: Option<UpstreamError> = None;
+    let chosen = decision.pool;
     loop {
         let in_flight = match choose_endpoint(snapshot, decision, &failed) {
             Ok(in_flight) => in_flight,
@@ -415,6 +470,11 @@ async fn send_with_retries(
             Err(none) => return Err(last_error.map_or(none, GatewayError::from_upstream)),
         };
         let pool = snapshot.pool(decision);
+        // Every attempt after a fallback: a replayed head is the one from before it.
+        if decision.pool != chosen {
+            let from = &snapshot.pools[chosen.0];
+            headers::fell_back(extra, request.headers_mut(), pool, from);
+        }
         if last_error.is_some() {
             pool.metrics.retries.inc();
         }
@@ -424,6 +484,9 @@ async fn send_with_retries(
             Ok(response) => {
                 pool.report(&in_flight, !response.status().is_server_error());
                 *landed = Some(in_flight);
+                if let Some(access) = access {
+                    access.upstream_head = Some(access.started.elapsed());
+                }
                 return Ok(response);
             }
             Err(failure) if failure.error.is_client_fault() => {
@@ -440,6 +503,9 @@ async fn send_with_retries(
                         debug!(pool = &*pool.name, endpoint = &*in_flight.address, error = %failure.error, "trying another endpoint");
                         failed.push(in_flight.endpoint());
                         last_error = Some(failure.error);
+                        if let Some(access) = access.as_deref_mut() {
+                            access.retries += 1;
+                        }
                         request = next;
                     }
                     _ => return Err(GatewayError::from_upstream(failure.error)),

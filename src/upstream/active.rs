@@ -90,7 +90,7 @@ async fn get(
     endpoint: &Endpoint,
     path: &str,
 ) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
-    let stream = TcpStream::connect(endpoint.authority.as_str()).await?;
+    let stream = TcpStream::connect(endpoint.socket).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);

@@ -22,7 +22,17 @@ impl Balancer {
         }
     }
 
-    /// Picks an endpoint. `endpoints` is never empty (validated).
+    /// The same way of balancing, from its start, for a pool rebuilt around new
+    /// endpoints.
+    pub fn fresh(&self) -> Balancer {
+        match self {
+            Balancer::RoundRobin { .. } => Balancer::round_robin(),
+            Balancer::LeastRequest => Balancer::LeastRequest,
+        }
+    }
+
+    /// Picks an endpoint. `endpoints` must not be empty (a pool whose names never
+    /// resolved has none: its callers check).
     pub fn pick<'e>(&self, endpoints: &'e [Arc<Endpoint>]) -> &'e Arc<Endpoint> {
         let n = endpoints.len();
         if n == 1 {
@@ -52,7 +62,11 @@ mod tests {
         (0..n)
             .map(|i| {
                 let address = format!("10.0.0.{i}:80");
-                Arc::new(Endpoint::new(&address, address.parse().unwrap()))
+                Arc::new(Endpoint::new(
+                    &address,
+                    address.parse().unwrap(),
+                    address.parse().unwrap(),
+                ))
             })
             .collect()
     }

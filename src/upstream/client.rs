@@ -501,7 +501,7 @@ async fn connect(
     endpoint: &Endpoint,
     timeout: Duration,
 ) -> Result<UpstreamConnection, UpstreamError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint.authority.as_str()))
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint.socket))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;

@@ -1,5 +1,7 @@
-//! One upstream address and its live in-flight count.
+//! One upstream address and its live in-flight count, and the endpoints a config
+//! writes (an address, or a name resolved on the control plane).
 
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,10 +14,12 @@ use tracing::warn;
 
 #[derive(Debug)]
 pub struct Endpoint {
-    /// As written in the config, for logs and `explain`.
+    /// As written in the config, or the address a name resolved to; for logs.
     pub address: Box<str>,
-    /// `host:port`, ready to become an upstream URI without parsing.
+    /// `host:port` as written (a name stays a name), for `Host` when a client sent none.
     pub authority: Authority,
+    /// Where connections go: no lookup on the request path.
+    pub socket: SocketAddr,
     in_flight: AtomicUsize,
     /// Marked down until this instant (milliseconds on the process clock); see
     pub(super) health: Health,
@@ -24,10 +28,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(address: &str, authority: Authority) -> Self {
+    pub fn new(address: &str, authority: Authority, socket: SocketAddr) -> Self {
         Endpoint {
             address: address.into(),
             authority,
+            socket,
             in_flight: AtomicUsize::new(0),
             health: Health::default(),
             idle: IdleConnections::default(),
@@ -144,6 +149,61 @@ pub fn parse_endpoint(text: &str) -> Result<Authority, String> {
     }
 }
 
+/// An endpoint as the config writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// As written, for errors.
+    pub text: Box<str>,
+    /// `host:port`, without the scheme.
+    pub authority: Authority,
+    pub target: Target,
+}
+
+/// What an endpoint's host is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An IP address: used as it is, no resolver involved.
+    Address(SocketAddr),
+    /// A DNS name, resolved on the control plane; each address it resolves to is an
+    /// endpoint.
+    Name { host: Box<str>, port: u16 },
+}
+
+impl EndpointSpec {
+    /// Parses `host:port` or `http://host:port` (see [`parse_endpoint`]).
+    pub fn parse(text: &str) -> Result<EndpointSpec, String> {
+        let authority = parse_endpoint(text)?;
+        let port = authority
+            .port_u16()
+            .expect("parse_endpoint requires a port");
+        let host = authority.host();
+        let literal = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let target = match literal.parse::<IpAddr>() {
+            Ok(ip) => Target::Address(SocketAddr::new(ip, port)),
+            Err(_) => Target::Name {
+                host: host.to_ascii_lowercase().into(),
+                port,
+            },
+        };
+        Ok(EndpointSpec {
+            text: text.into(),
+            authority,
+            target,
+        })
+    }
+
+    /// The DNS name to resolve, if the endpoint is not an address.
+    pub fn name(&self) -> Option<&str> {
+        match &self.target {
+            Target::Name { host, .. } => Some(host),
+            Target::Address(_) => None,
+        }
+    }
+}
+
 impl Endpoint {
     /// Returns a connection whose last response was read to its end, for reuse.
     pub fn release(&self, connection: UpstreamConnection) {
@@ -185,8 +245,27 @@ mod tests {
     }
 
     #[test]
+    fn an_address_is_used_as_it_is_and_a_name_is_resolved() {
+        let spec = EndpointSpec::parse("http://10.0.0.7:8000").unwrap();
+        assert_eq!(
+            spec.target,
+            Target::Address("10.0.0.7:8000".parse().unwrap())
+        );
+        assert_eq!(spec.name(), None);
+        let spec = EndpointSpec::parse("[::1]:80").unwrap();
+        assert_eq!(spec.target, Target::Address("[::1]:80".parse().unwrap()));
+        let spec = EndpointSpec::parse("Blue-Svc:8000").unwrap();
+        assert_eq!(spec.name(), Some("blue-svc"));
+        assert_eq!(&*spec.text, "Blue-Svc:8000");
+    }
+
+    #[test]
     fn in_flight_guard_counts() {
-        let endpoint = Arc::new(Endpoint::new("a:1", "a:1".parse().unwrap()));
+        let endpoint = Arc::new(Endpoint::new(
+            "a:1",
+            "a:1".parse().unwrap(),
+            "10.0.0.1:1".parse().unwrap(),
+        ));
         let first = endpoint.start();
         let second = endpoint.start();
         assert_eq!(endpoint.in_flight(), 2);
@@ -206,7 +285,11 @@ mod health_tests {
         (0..n)
             .map(|i| {
                 let address = format!("127.0.0.1:{}", 1000 + i);
-                Arc::new(Endpoint::new(&address, address.parse().unwrap()))
+                Arc::new(Endpoint::new(
+                    &address,
+                    address.parse().unwrap(),
+                    address.parse().unwrap(),
+                ))
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::balance::Balancer;
-use super::endpoint::{Endpoint, InFlight};
+use super::endpoint::{Endpoint, EndpointSpec, InFlight};
 use super::health::HealthCheck;
 use crate::metrics::PoolMetrics;
 
@@ -14,7 +14,12 @@ use crate::metrics::PoolMetrics;
 pub struct Pool {
     pub name: Box<str>,
     pub version: Option<Box<str>>,
+    /// The endpoints as the config writes them: addresses, and names to resolve.
+    pub specs: Arc<[EndpointSpec]>,
+    /// What `specs` stand for now; empty while no name has resolved yet.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// How often the names in `specs` are resolved again.
+    pub resolve_every: Duration,
     pub balancer: Balancer,
     pub connect_timeout: Duration,
     pub health_check: Option<HealthCheck>,
@@ -33,6 +38,9 @@ impl Pool {
 
     /// As [`Pool::start_request`], skipping endpoints a retry has already failed on.
     pub fn start_request_avoiding(&self, failed: &[Arc<Endpoint>]) -> Option<InFlight> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
         let usable =
             |e: &Arc<Endpoint>| e.is_available() && !failed.iter().any(|f| Arc::ptr_eq(f, e));
         let picked = self.balancer.pick(&self.endpoints);
@@ -59,6 +67,23 @@ impl Pool {
             endpoint.report_success();
         } else {
             endpoint.report_failure(&self.endpoints, &self.name);
+        }
+    }
+
+    /// This pool around other endpoints (its names resolved anew), its settings and
+    /// metric handles the same.
+    pub fn with_endpoints(&self, endpoints: Vec<Arc<Endpoint>>) -> Pool {
+        Pool {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            specs: Arc::clone(&self.specs),
+            endpoints,
+            resolve_every: self.resolve_every,
+            balancer: self.balancer.fresh(),
+            connect_timeout: self.connect_timeout,
+            health_check: self.health_check.clone(),
+            name_header: self.name_header.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

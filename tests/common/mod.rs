@@ -3,6 +3,7 @@
 //! HTTP/1.1, h2c or raw bytes. Everything is bounded in time and cleaned up on drop.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod prometheus;
 pub mod raw;
 pub mod rollout;
@@ -62,8 +63,19 @@ impl Gateway {
     }
 
     pub fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Gateway {
+        Gateway::start_at_with_args(dir, config_path, &[])
+    }
+
+    /// As [`Gateway::start_at`], with more arguments to `run` (`--no-watch`).
+    pub fn start_at_with_args(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        args: &[&str],
+    ) -> Gateway {
         let mut child = Command::new(bin())
-            .args(["--log-format", "json", "run", "--config"])
+            .args(["--log-format", "json", "run"])
+            .args(args)
+            .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -189,6 +201,45 @@ impl Upstream {
 
     pub async fn with_handler(handler: Handler) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::serve(listener, handler)
+    }
+
+    /// Upstreams named as given, one on each loopback address, all on one port: the
+    /// addresses a DNS name resolves to, behind one `name:port` endpoint.
+    pub async fn on_one_port(named: &[(&'static str, std::net::IpAddr)]) -> Vec<Upstream> {
+        for _ in 0..100 {
+            let first = TcpListener::bind((named[0].1, 0)).await.unwrap();
+            let port = first.local_addr().unwrap().port();
+            let mut listeners = vec![first];
+            for (_, ip) in &named[1..] {
+                match TcpListener::bind((*ip, port)).await {
+                    Ok(listener) => listeners.push(listener),
+                    Err(_) => break,
+                }
+            }
+            if listeners.len() == named.len() {
+                return listeners
+                    .into_iter()
+                    .zip(named)
+                    .map(|(listener, (name, _))| {
+                        let name: &'static str = name;
+                        Upstream::serve(
+                            listener,
+                            Arc::new(move |_| {
+                                Response::builder()
+                                    .header("x-upstream", name)
+                                    .body(Full::new(Bytes::from(name)))
+                                    .unwrap()
+                            }),
+                        )
+                    })
+                    .collect();
+            }
+        }
+        panic!("no port free on every one of {named:?}");
+    }
+
+    fn serve(listener: TcpListener, handler: Handler) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
@@ -427,6 +478,26 @@ pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) ->
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     condition()
+}
+
+/// The lines of a file; none if it does not exist (yet).
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `lines` until it has at least `n` entries (at most [`STEP`]), then a little
+/// longer, so that an extra line would show.
+pub async fn wait_for_lines(lines: impl Fn() -> Vec<String>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + STEP;
+    while lines().len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lines()
 }
 
 pub fn write(path: &Path, text: &str) {
